@@ -1,0 +1,269 @@
+"""Database location -> Engine, and everything that differs between SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, Table, create_engine, event
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError
+from sqlalchemy.pool import StaticPool
+
+from .errors import StorageError, ValidationError
+
+MEMORY = ":memory:"
+SQLITE_BUSY = 5
+SQLITE_LOCKED = 6
+Upsert = sqlite.Insert | postgresql.Insert
+_BEGIN = {"deferred": "BEGIN", "immediate": "BEGIN IMMEDIATE"}
+# SQLITE_CONSTRAINT_UNIQUE, _PRIMARYKEY, _FOREIGNKEY; PostgreSQL unique_violation, foreign_key_violation
+_SQLITE_VIOLATIONS = {2067: "unique", 1555: "unique", 787: "foreign_key"}
+_PG_VIOLATIONS = {"23505": "unique", "23503": "foreign_key"}
+
+
+@dataclass(frozen=True, slots=True)
+class EngineOptions:
+    """Connection settings; the defaults suit one orchestrator on one machine."""
+
+    pool_size: int = 5
+    max_overflow: int = 10
+    pool_timeout: float = 30.0
+    connect_timeout: float = 10.0
+    busy_timeout: float = 10.0
+    statement_timeout: float | None = None
+
+
+def to_url(location: str | os.PathLike[str] | URL) -> URL:
+    """A path, ":memory:" or an SQLAlchemy URL, as a URL (relative paths made absolute)."""
+    if isinstance(location, URL):
+        return location
+    raw = os.fspath(location)
+    if not isinstance(raw, str) or not raw.strip():
+        raise ValidationError(f"db_path must be a non-empty path or URL, got {location!r}")
+    if "\x00" in raw:
+        raise ValidationError("db_path must not contain a NUL character")
+    if raw == MEMORY:
+        return make_url("sqlite://")
+    if "://" not in raw:
+        return URL.create("sqlite+pysqlite", database=str(Path(raw).expanduser().absolute()))
+    try:
+        url = make_url(raw)
+    except ArgumentError as exc:
+        raise ValidationError(f"db_path is not a valid database URL: {mask(raw)}") from exc
+    if url.get_backend_name() not in ("sqlite", "postgresql"):
+        raise ValidationError(f"unsupported database {url.get_backend_name()!r}; use sqlite or postgresql")
+    if url.get_backend_name() == "postgresql" and url.get_driver_name() != "psycopg":
+        url = url.set(drivername="postgresql+psycopg")
+    return url
+
+
+def mask(url: str | URL) -> str:
+    """The URL with its password replaced by ***, safe to print."""
+    try:
+        parsed = make_url(url) if isinstance(url, str) else url
+    except ArgumentError:
+        return "<unparseable database URL>"
+    return parsed.render_as_string(hide_password=True)
+
+
+def describe(url: URL) -> str:
+    """Host and database of a URL for messages; never the password."""
+    if url.get_backend_name() == "sqlite":
+        return f"SQLite database {url.database or MEMORY}"
+    host = url.host or "localhost"
+    port = f":{url.port}" if url.port else ""
+    return f"PostgreSQL database {url.database!r} on {host}{port} as user {url.username!r}"
+
+
+class Dialect:
+    """What differs between engines, in one place; store.py calls only these."""
+
+    name = "generic"
+
+    def __init__(self, url: URL, options: EngineOptions) -> None:
+        self.url = url
+        self.options = options
+
+    def create_engine(self) -> Engine:
+        raise NotImplementedError
+
+    def write_guard(self) -> Any:
+        """A context manager held around each write transaction in this process."""
+        return nullcontext()
+
+    def read_guard(self) -> Any:
+        return nullcontext()
+
+    def read_options(self, snapshot: bool) -> dict[str, Any]:
+        """Execution options of a read transaction (SQLite's WAL reads are snapshots anyway)."""
+        return {}
+
+    def insert(self, table: Table) -> Upsert:
+        """INSERT with this engine's ON CONFLICT clauses."""
+        raise NotImplementedError
+
+    def violation(self, exc: DBAPIError) -> str:
+        """Which kind of constraint an IntegrityError broke: "unique", "foreign_key" or "other"."""
+        return "other"
+
+
+class SQLiteDialect(Dialect):
+    name = "sqlite"
+
+    def __init__(self, url: URL, options: EngineOptions) -> None:
+        super().__init__(url, options)
+        self.memory = url.database in (None, "", MEMORY)
+        # One writer at a time within the process: threads queue on this lock instead of
+        # sleeping in SQLite's busy handler; other processes are kept out by BEGIN IMMEDIATE.
+        self._lock = threading.RLock()
+
+    def create_engine(self) -> Engine:
+        busy_ms = int(self.options.busy_timeout * 1000)
+        if self.memory:
+            engine = create_engine(
+                "sqlite://",
+                poolclass=StaticPool,
+                connect_args={"check_same_thread": False},
+            )
+        else:
+            path = Path(str(self.url.database))
+            _create_private_file(path)
+            engine = create_engine(
+                self.url,
+                pool_size=self.options.pool_size,
+                max_overflow=self.options.max_overflow,
+                pool_timeout=self.options.pool_timeout,
+                connect_args={"timeout": self.options.busy_timeout, "check_same_thread": False},
+            )
+
+        @event.listens_for(engine, "connect")
+        def _configure(dbapi_conn: Any, _record: Any) -> None:
+            # The driver's own transaction handling is off; BEGIN is sent by _begin below.
+            dbapi_conn.isolation_level = None
+            cursor = dbapi_conn.cursor()
+            try:
+                cursor.execute(f"PRAGMA busy_timeout = {busy_ms:d}")
+                if not self.memory:
+                    # WAL: readers never block the writer. FULL: a commit survives power loss.
+                    mode = cursor.execute("PRAGMA journal_mode").fetchone()[0]
+                    if mode != "wal":
+                        cursor.execute("PRAGMA journal_mode = WAL")
+                cursor.execute("PRAGMA synchronous = FULL")
+                cursor.execute("PRAGMA foreign_keys = ON")
+            finally:
+                cursor.close()
+
+        @event.listens_for(engine, "begin")
+        def _begin(conn: Any) -> None:
+            mode = conn.get_execution_options().get("vibecc_begin", "deferred")
+            _retry_busy(lambda: conn.exec_driver_sql(_BEGIN[mode]), self.options.busy_timeout)
+
+        return engine
+
+    def write_guard(self) -> Any:
+        return _timed_lock(self._lock, self.options.busy_timeout, self.url)
+
+    def read_guard(self) -> Any:
+        # An in-memory database is one shared connection: reads queue too.
+        return _timed_lock(self._lock, self.options.busy_timeout, self.url) if self.memory else nullcontext()
+
+    def insert(self, table: Table) -> Upsert:
+        return sqlite.insert(table)
+
+    def violation(self, exc: DBAPIError) -> str:
+        # The extended result code tells; the message would only name columns.
+        code = getattr(exc.orig, "sqlite_errorcode", None)
+        return _SQLITE_VIOLATIONS.get(code, "other") if isinstance(code, int) else "other"
+
+
+class PostgresDialect(Dialect):
+    name = "postgresql"
+
+    def create_engine(self) -> Engine:
+        options = self.options
+        connect_args: dict[str, Any] = {
+            "connect_timeout": max(1, int(options.connect_timeout)),
+            "application_name": "vibecc-state-store",
+        }
+        if options.statement_timeout is not None:
+            connect_args["options"] = f"-c statement_timeout={int(options.statement_timeout * 1000):d}"
+        return create_engine(
+            self.url,
+            pool_size=options.pool_size,
+            max_overflow=options.max_overflow,
+            pool_timeout=options.pool_timeout,
+            pool_pre_ping=True,
+            connect_args=connect_args,
+        )
+
+    def insert(self, table: Table) -> Upsert:
+        return postgresql.insert(table)
+
+    def read_options(self, snapshot: bool) -> dict[str, Any]:
+        return {"isolation_level": "REPEATABLE READ"} if snapshot else {}
+
+    def violation(self, exc: DBAPIError) -> str:
+        return _PG_VIOLATIONS.get(getattr(exc.orig, "sqlstate", None) or "", "other")
+
+
+def dialect_for(url: URL, options: EngineOptions) -> Dialect:
+    return (
+        SQLiteDialect(url, options) if url.get_backend_name() == "sqlite" else PostgresDialect(url, options)
+    )
+
+
+def is_busy(exc: BaseException) -> bool:
+    """True for SQLite's "database is locked" family (SQLITE_BUSY / SQLITE_LOCKED and extended codes)."""
+    orig = getattr(exc, "orig", exc)
+    code = getattr(orig, "sqlite_errorcode", None)
+    return isinstance(code, int) and code & 0xFF in (SQLITE_BUSY, SQLITE_LOCKED)
+
+
+def _retry_busy(action: Any, timeout: float) -> None:
+    """Run `action`, retrying on SQLITE_BUSY the busy handler did not absorb, up to `timeout`."""
+    deadline = time.monotonic() + timeout
+    delay = 0.001
+    while True:
+        try:
+            action()
+            return
+        except DBAPIError as exc:
+            if not is_busy(exc) or time.monotonic() + delay > deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 0.05)
+
+
+@contextmanager
+def _timed_lock(lock: threading.RLock, timeout: float, url: URL) -> Iterator[None]:
+    if not lock.acquire(timeout=timeout):
+        raise StorageError(f"{describe(url)} is locked: no write slot within {timeout:g} s")
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _create_private_file(path: Path) -> None:
+    """Create the database file readable and writable by its owner only (SQLite gives its
+    -wal and -shm files the same mode)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    except FileExistsError:
+        return
+    except OSError as exc:
+        raise StorageError(f"cannot create SQLite database {path}: {exc.strerror}") from exc
+    os.close(fd)
+
+
+def execution_options(mode: str) -> Mapping[str, str]:
+    return {"vibecc_begin": mode}

@@ -1,0 +1,187 @@
+"""Schema revisions over Alembic, with the Alembic config built in code (works from a wheel).
+
+Every function takes an Engine; the SQLite runner turns foreign keys off and holds the write
+lock for the whole upgrade, the PostgreSQL runner holds an advisory lock, so two processes
+opening one new database at once never both migrate.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, Engine, inspect, text
+
+from .errors import SchemaVersionError
+
+HEAD = "0002"
+"""The newest revision; a test checks it against the migration scripts."""
+LEGACY_BASELINE = "0001"
+LEGACY_TABLES = frozenset({"projects", "pipelines", "pipeline_history"})
+UPGRADE_HINT = "run `vibecc-state db upgrade` or open the store with auto_migrate=True"
+# Any constant works; it only has to be the same in every process (ASCII "vibecc").
+_PG_LOCK_KEY = 0x766962656363
+
+
+@dataclass(frozen=True, slots=True)
+class Revision:
+    """One migration script."""
+
+    revision: str
+    down_revision: str | None
+    message: str
+
+
+def config(connection: Connection | None = None, url: str | None = None) -> Any:
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", "vibecc.state_store:migrations")
+    if url is not None:
+        cfg.set_main_option("sqlalchemy.url", url)
+    cfg.attributes["connection"] = connection
+    return cfg
+
+
+def script() -> Any:
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(config())
+
+
+def revisions() -> list[Revision]:
+    """All revisions, oldest first."""
+    scripts = list(script().walk_revisions())
+    return [Revision(s.revision, s.down_revision, (s.doc or "").strip()) for s in reversed(scripts)]
+
+
+def current(engine: Engine) -> str | None:
+    """The revision stored in the database, or None when it has none."""
+    with engine.connect() as conn:
+        return _stored_revision(conn)
+
+
+def ensure_schema(engine: Engine, *, auto_migrate: bool) -> None:
+    """Bring the database to HEAD, or refuse it, as StateStore does on open.
+
+    Raises:
+        SchemaVersionError: the schema is behind and auto_migrate is False, ahead of this
+            code, or not recognisable.
+    """
+    if current(engine) == HEAD:
+        return
+    with _locked(engine) as conn:
+        _upgrade_locked(conn, "head", auto_migrate=auto_migrate)
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    with _locked(engine) as conn:
+        _upgrade_locked(conn, revision, auto_migrate=True)
+
+
+def downgrade(engine: Engine, revision: str) -> None:
+    from alembic import command
+
+    with _locked(engine) as conn:
+        _refuse_unknown(conn)
+        command.downgrade(config(conn), revision)
+
+
+def check(engine: Engine) -> list[str]:
+    """Differences between the database and the models; empty when it is at head and matches."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from .models import Base
+
+    with engine.connect() as conn:
+        stored = _stored_revision(conn)
+        problems = [] if stored == HEAD else [f"schema is at {stored or 'no revision'}, head is {HEAD}"]
+        context = MigrationContext.configure(conn, opts={"compare_type": True})
+        problems.extend(repr(diff) for diff in compare_metadata(context, Base.metadata))
+    return problems
+
+
+def upgrade_sql(dialect_name: str, revision: str = "head", start: str | None = None) -> str:
+    """The upgrade as SQL text, without touching any database."""
+    from alembic import command
+
+    buffer = io.StringIO()
+    cfg = config(url=f"{dialect_name}://")
+    cfg.output_buffer = buffer
+    command.upgrade(cfg, f"{start}:{revision}" if start else revision, sql=True)
+    return buffer.getvalue()
+
+
+@contextmanager
+def _locked(engine: Engine) -> Iterator[Connection]:
+    """A connection in a transaction that no other migrating process can enter."""
+    with engine.connect() as conn:
+        if conn.dialect.name == "sqlite":
+            # Rebuilding a table that others reference needs foreign keys off, and the pragma
+            # only takes effect outside a transaction, so it is set on the raw connection first.
+            raw = conn.connection.driver_connection
+            assert raw is not None
+            raw.execute("PRAGMA foreign_keys = OFF")
+            try:
+                with conn.execution_options(vibecc_begin="immediate").begin():
+                    yield conn
+                    broken = conn.exec_driver_sql("PRAGMA foreign_key_check").all()
+                    if broken:
+                        raise SchemaVersionError(f"migration left broken foreign keys: {broken[:5]}")
+            finally:
+                raw.execute("PRAGMA foreign_keys = ON")
+        else:
+            with conn.begin():
+                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK_KEY})
+                yield conn
+
+
+def _upgrade_locked(conn: Connection, revision: str, *, auto_migrate: bool) -> None:
+    from alembic import command
+
+    stored = _stored_revision(conn)
+    if stored == HEAD and revision == "head":
+        return
+    if stored is None:
+        tables = set(inspect(conn).get_table_names())
+        if tables >= LEGACY_TABLES:
+            if not auto_migrate:
+                raise SchemaVersionError(
+                    f"database was made by the earlier state store (no revision); {UPGRADE_HINT}"
+                )
+            command.stamp(config(conn), LEGACY_BASELINE)
+        elif tables & (LEGACY_TABLES | {"history_stats"}):
+            raise SchemaVersionError(
+                f"database has state store tables {sorted(tables & LEGACY_TABLES)} but no revision "
+                "and not the earlier store's full schema; refusing to touch it"
+            )
+        elif not auto_migrate:
+            raise SchemaVersionError(f"database has no state store schema; {UPGRADE_HINT}")
+    else:
+        _refuse_unknown(conn, stored)
+        if not auto_migrate:
+            raise SchemaVersionError(
+                f"database schema is at revision {stored}, this code needs {HEAD}; {UPGRADE_HINT}"
+            )
+    command.upgrade(config(conn), revision)
+
+
+def _refuse_unknown(conn: Connection, stored: str | None = None) -> None:
+    stored = stored if stored is not None else _stored_revision(conn)
+    known = {r.revision for r in revisions()}
+    if stored is not None and stored not in known:
+        raise SchemaVersionError(
+            f"database schema is at revision {stored}, newer than this code (head {HEAD}); "
+            "upgrade vibecc-state-store to open it"
+        )
+
+
+def _stored_revision(conn: Connection) -> str | None:
+    if not inspect(conn).has_table("alembic_version"):
+        return None
+    rows = conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all()
+    return rows[0] if rows else None

@@ -1,0 +1,148 @@
+"""SQLAlchemy tables. Every constraint and index has a stable name (see NAMING_CONVENTION)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import cast
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+STATE_VALUES = "'queued', 'coding', 'testing', 'review', 'merged', 'failed'"
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """timestamptz on PostgreSQL, ISO text on SQLite; always an aware UTC datetime in Python."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given where a UTC timestamp is stored")
+        value = value.astimezone(UTC)
+        # SQLite keeps no offset: store the UTC wall time.
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class ProjectRow(Base):
+    __tablename__ = "projects"
+    __table_args__ = (UniqueConstraint("repo"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    name: Mapped[str] = mapped_column(String(255))
+    repo: Mapped[str] = mapped_column(String(255))
+    base_branch: Mapped[str] = mapped_column(String(255))
+    github_project_id: Mapped[int | None] = mapped_column(BigInteger)
+    max_retries_ci: Mapped[int] = mapped_column(Integer)
+    max_retries_review: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class PipelineRow(Base):
+    __tablename__ = "pipelines"
+    __table_args__ = (
+        # A unique index, not a constraint: SQLite adds it without rebuilding the table.
+        Index("uq_pipelines_project_id_ticket_id", "project_id", "ticket_id", unique=True),
+        CheckConstraint(f"state IN ({STATE_VALUES})", name="state"),
+        CheckConstraint("version >= 1", name="version"),
+        Index(None, "project_id", "state", "created_at", "id"),
+        Index(None, "state", "created_at", "id"),
+        Index(None, "created_at", "id"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    project_id: Mapped[str] = mapped_column(String(36), ForeignKey("projects.id"))
+    ticket_id: Mapped[str] = mapped_column(String(64))
+    ticket_title: Mapped[str] = mapped_column(String(1000))
+    ticket_body: Mapped[str] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(16))
+    branch_name: Mapped[str] = mapped_column(String(255))
+    pr_id: Mapped[int | None] = mapped_column(BigInteger)
+    pr_url: Mapped[str | None] = mapped_column(String(2048))
+    retry_count_ci: Mapped[int] = mapped_column(Integer)
+    retry_count_review: Mapped[int] = mapped_column(Integer)
+    feedback: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    version: Mapped[int] = mapped_column(Integer)
+
+
+class HistoryRow(Base):
+    """A finished pipeline. No foreign key: history outlives its project."""
+
+    __tablename__ = "pipeline_history"
+    __table_args__ = (
+        CheckConstraint(f"final_state IN ({STATE_VALUES})", name="final_state"),
+        Index(None, "project_id", "completed_at", "id"),
+        Index(None, "final_state", "completed_at", "id"),
+        Index(None, "completed_at", "id"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    project_id: Mapped[str] = mapped_column(String(36))
+    ticket_id: Mapped[str] = mapped_column(String(64))
+    ticket_title: Mapped[str] = mapped_column(String(1000))
+    final_state: Mapped[str] = mapped_column(String(16))
+    branch_name: Mapped[str] = mapped_column(String(255))
+    pr_id: Mapped[int | None] = mapped_column(BigInteger)
+    pr_url: Mapped[str | None] = mapped_column(String(2048))
+    total_retries_ci: Mapped[int] = mapped_column(Integer)
+    total_retries_review: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    completed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    duration_seconds: Mapped[int] = mapped_column(BigInteger)
+
+
+class HistoryStatsRow(Base):
+    """Running totals of pipeline_history per project, written in the same transaction."""
+
+    __tablename__ = "history_stats"
+
+    project_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    total_completed: Mapped[int] = mapped_column(BigInteger)
+    total_merged: Mapped[int] = mapped_column(BigInteger)
+    total_failed: Mapped[int] = mapped_column(BigInteger)
+    sum_duration_seconds: Mapped[int] = mapped_column(BigInteger)
+    sum_retries_ci: Mapped[int] = mapped_column(BigInteger)
+    sum_retries_review: Mapped[int] = mapped_column(BigInteger)
+
+
+projects = cast(Table, ProjectRow.__table__)
+pipelines = cast(Table, PipelineRow.__table__)
+history = cast(Table, HistoryRow.__table__)
+history_stats = cast(Table, HistoryStatsRow.__table__)

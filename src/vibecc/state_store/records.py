@@ -1,0 +1,166 @@
+"""Immutable records handed to callers, and the pipeline state enum."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+
+
+class PipelineState(StrEnum):
+    """Where a pipeline is; MERGED and FAILED are terminal."""
+
+    QUEUED = "queued"
+    CODING = "coding"
+    TESTING = "testing"
+    REVIEW = "review"
+    MERGED = "merged"
+    FAILED = "failed"
+
+    @property
+    def is_terminal(self) -> bool:
+        """True for MERGED and FAILED: the pipeline is finished."""
+        return self in (PipelineState.MERGED, PipelineState.FAILED)
+
+    @classmethod
+    def active(cls) -> tuple[PipelineState, ...]:
+        """The states of a pipeline that is still being worked on."""
+        return tuple(state for state in cls if not state.is_terminal)
+
+
+@dataclass(frozen=True, slots=True)
+class Project:
+    """A repository the orchestrator works on, with its configuration."""
+
+    id: str
+    name: str
+    repo: str
+    base_branch: str
+    github_project_id: int | None
+    max_retries_ci: int
+    max_retries_review: int
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Pipeline:
+    """An active ticket being processed; `version` grows by one on every write."""
+
+    id: str
+    project_id: str
+    ticket_id: str
+    ticket_title: str
+    ticket_body: str
+    state: PipelineState
+    branch_name: str
+    pr_id: int | None
+    pr_url: str | None
+    retry_count_ci: int
+    retry_count_review: int
+    feedback: str | None
+    created_at: datetime
+    updated_at: datetime
+    version: int
+
+    @property
+    def pipeline_state(self) -> PipelineState:
+        """Read-only alias of `state`, the name earlier orchestrator code uses."""
+        return self.state
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineHistory:
+    """A finished pipeline, kept for the record."""
+
+    id: str
+    project_id: str
+    ticket_id: str
+    ticket_title: str
+    final_state: PipelineState
+    branch_name: str
+    pr_id: int | None
+    pr_url: str | None
+    total_retries_ci: int
+    total_retries_review: int
+    started_at: datetime
+    completed_at: datetime
+    duration_seconds: int
+
+    @property
+    def final_pipeline_state(self) -> PipelineState:
+        """Read-only alias of `final_state`, the name earlier orchestrator code uses."""
+        return self.final_state
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryStats:
+    """Totals and averages over finished pipelines; all zero on an empty history."""
+
+    total_completed: int
+    total_merged: int
+    total_failed: int
+    avg_duration_seconds: float
+    avg_retries_ci: float
+    avg_retries_review: float
+
+    @property
+    def success_rate(self) -> float:
+        """Share of finished pipelines that merged, 0.0 to 1.0 (0.0 when none finished)."""
+        return self.total_merged / self.total_completed if self.total_completed else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryCursor:
+    """A position in the history order (completed_at, id), newest first.
+
+    Pass it as `before=` to get the rows after it; it stays valid while new rows arrive.
+    `str(cursor)` is an opaque token and `HistoryCursor.parse(token)` reads it back.
+    """
+
+    completed_at: datetime
+    id: str
+
+    @classmethod
+    def after(cls, record: PipelineHistory) -> HistoryCursor:
+        """The cursor that continues a page ending with `record`."""
+        return cls(record.completed_at, record.id)
+
+    @classmethod
+    def parse(cls, token: str) -> HistoryCursor:
+        """Read a token made by `str(cursor)`.
+
+        Raises:
+            ValueError: the token was not made by `str(cursor)`.
+        """
+        try:
+            raw = base64.urlsafe_b64decode(token.encode("ascii")).decode("utf-8")
+            stamp, _, record_id = raw.partition("|")
+            completed_at = datetime.fromisoformat(stamp)
+        except (ValueError, UnicodeError, binascii.Error) as exc:
+            raise ValueError(f"not a history cursor: {token!r}") from exc
+        if not record_id or completed_at.tzinfo is None:
+            raise ValueError(f"not a history cursor: {token!r}")
+        return cls(completed_at.astimezone(UTC), record_id)
+
+    def __str__(self) -> str:
+        raw = f"{self.completed_at.astimezone(UTC).isoformat()}|{self.id}"
+        return base64.urlsafe_b64encode(raw.encode("utf-8")).decode("ascii")
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryPage:
+    """One page of history and the cursor of the next page (None on the last page)."""
+
+    items: tuple[PipelineHistory, ...]
+    next_cursor: HistoryCursor | None
+
+
+@dataclass(frozen=True, slots=True)
+class DurationPercentiles:
+    """Duration percentiles of finished pipelines, in seconds (None when none finished)."""
+
+    p50: float | None
+    p95: float | None

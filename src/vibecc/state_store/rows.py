@@ -1,0 +1,130 @@
+"""Row <-> record conversion and the history writes every path shares (archive, save, import,
+copy, prune), so the kept per-project stats move in the same transaction as the rows."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import fields
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Row, select
+
+from .engine import Dialect
+from .models import history, history_stats, pipelines, projects
+from .records import HistoryStats, Pipeline, PipelineHistory, PipelineState, Project
+
+PROJECT_COLUMNS = [projects.c[f.name] for f in fields(Project)]
+PIPELINE_COLUMNS = [pipelines.c[f.name] for f in fields(Pipeline)]
+HISTORY_COLUMNS = [history.c[f.name] for f in fields(PipelineHistory)]
+STATS_SUMS = (
+    "total_completed",
+    "total_merged",
+    "total_failed",
+    "sum_duration_seconds",
+    "sum_retries_ci",
+    "sum_retries_review",
+)
+
+_STATES = {state.value: state for state in PipelineState}
+_PIPELINE_STATE_AT = [f.name for f in fields(Pipeline)].index("state")
+_HISTORY_STATE_AT = [f.name for f in fields(PipelineHistory)].index("final_state")
+
+
+def project(row: Row[Any] | Sequence[Any]) -> Project:
+    return Project(*row)
+
+
+def pipeline(row: Row[Any] | Sequence[Any]) -> Pipeline:
+    values = list(row)
+    values[_PIPELINE_STATE_AT] = _STATES[values[_PIPELINE_STATE_AT]]
+    return Pipeline(*values)
+
+
+def history_record(row: Row[Any] | Sequence[Any]) -> PipelineHistory:
+    values = list(row)
+    values[_HISTORY_STATE_AT] = _STATES[values[_HISTORY_STATE_AT]]
+    return PipelineHistory(*values)
+
+
+def history_values(record: PipelineHistory) -> dict[str, Any]:
+    return {f.name: getattr(record, f.name) for f in fields(PipelineHistory)}
+
+
+def history_from_pipeline(source: Pipeline, completed_at: datetime) -> PipelineHistory:
+    """The history record of `source` finished at `completed_at` (the id is the pipeline's)."""
+    duration = max(0, int((completed_at - source.created_at).total_seconds()))
+    return PipelineHistory(
+        id=source.id,
+        project_id=source.project_id,
+        ticket_id=source.ticket_id,
+        ticket_title=source.ticket_title,
+        final_state=source.state,
+        branch_name=source.branch_name,
+        pr_id=source.pr_id,
+        pr_url=source.pr_url,
+        total_retries_ci=source.retry_count_ci,
+        total_retries_review=source.retry_count_review,
+        started_at=source.created_at,
+        completed_at=completed_at,
+        duration_seconds=duration,
+    )
+
+
+def insert_history(
+    conn: Connection, dialect: Dialect, records: Sequence[PipelineHistory]
+) -> list[PipelineHistory]:
+    """Insert the records whose id is new and count them into the stats; return those inserted."""
+    if not records:
+        return []
+    statement = (
+        dialect.insert(history)
+        .on_conflict_do_nothing(index_elements=[history.c.id])
+        .returning(*HISTORY_COLUMNS)
+    )
+    rows = conn.execute(statement, [history_values(r) for r in records])
+    inserted = [history_record(row) for row in rows]
+    bump_stats(conn, dialect, inserted, sign=1)
+    return inserted
+
+
+def bump_stats(conn: Connection, dialect: Dialect, records: Iterable[PipelineHistory], *, sign: int) -> None:
+    """Add (sign=1) or take away (sign=-1) the records from the per-project totals."""
+    totals: dict[str, list[int]] = defaultdict(lambda: [0] * len(STATS_SUMS))
+    for r in records:
+        t = totals[r.project_id]
+        t[0] += 1
+        t[1] += r.final_state == PipelineState.MERGED
+        t[2] += r.final_state == PipelineState.FAILED
+        t[3] += r.duration_seconds
+        t[4] += r.total_retries_ci
+        t[5] += r.total_retries_review
+    # Sorted, so two writers touching the same projects lock their rows in the same order.
+    for project_id in sorted(totals):
+        deltas = {name: sign * value for name, value in zip(STATS_SUMS, totals[project_id], strict=True)}
+        statement = dialect.insert(history_stats).values(project_id=project_id, **deltas)
+        statement = statement.on_conflict_do_update(
+            index_elements=[history_stats.c.project_id],
+            set_={name: history_stats.c[name] + statement.excluded[name] for name in STATS_SUMS},
+        )
+        conn.execute(statement)
+
+
+def stats_from_sums(sums: Sequence[int | None]) -> HistoryStats:
+    completed, merged, failed, duration, retries_ci, retries_review = (int(s or 0) for s in sums)
+    if not completed:
+        return HistoryStats(0, 0, 0, 0.0, 0.0, 0.0)
+    return HistoryStats(
+        total_completed=completed,
+        total_merged=merged,
+        total_failed=failed,
+        avg_duration_seconds=duration / completed,
+        avg_retries_ci=retries_ci / completed,
+        avg_retries_review=retries_review / completed,
+    )
+
+
+def existing_history(conn: Connection, history_id: str) -> PipelineHistory | None:
+    row = conn.execute(select(*HISTORY_COLUMNS).where(history.c.id == history_id)).first()
+    return history_record(row) if row is not None else None

@@ -1,0 +1,170 @@
+"""copy_store: move a whole store (projects, active pipelines, history) between engines.
+
+The source is read in one snapshot and streamed in batches; the target is written in one
+transaction, so a failed copy leaves it empty. Afterwards both sides are counted and
+checksummed table by table.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Table, func, select
+
+from . import rows
+from . import validation as check
+from .errors import CopyVerificationError, TargetNotEmptyError, ValidationError
+from .models import history, history_stats, pipelines, projects
+from .store import StateStore
+
+COPIED = (projects, pipelines, history)
+"""Tables copied row by row, parents first; history_stats is rebuilt and then compared."""
+VERIFIED = (projects, pipelines, history, history_stats)
+CopyProgress = Callable[[str, int], None]
+"""Called with a table name and the rows just copied into it."""
+
+
+@dataclass(frozen=True, slots=True)
+class TableCopy:
+    """One table on both sides after a copy."""
+
+    table: str
+    source_rows: int
+    target_rows: int
+    source_checksum: str
+    target_checksum: str
+
+    @property
+    def matches(self) -> bool:
+        return self.source_rows == self.target_rows and self.source_checksum == self.target_checksum
+
+
+@dataclass(frozen=True, slots=True)
+class CopyReport:
+    """The verified outcome of copy_store: every table's rows and checksums on both sides."""
+
+    source: str
+    target: str
+    tables: tuple[TableCopy, ...]
+
+    @property
+    def rows(self) -> int:
+        return sum(t.target_rows for t in self.tables if t.table != history_stats.name)
+
+
+def copy_store(
+    source: StateStore | str | os.PathLike[str],
+    target: StateStore | str | os.PathLike[str],
+    *,
+    batch_size: int = 1000,
+    progress: CopyProgress | None = None,
+) -> CopyReport:
+    """Copy every project, active pipeline and history record from `source` into `target`,
+    keeping ids, versions and timestamps exactly.
+
+    The target is migrated first and must be empty. Memory stays bounded by `batch_size`.
+
+    Raises:
+        TargetNotEmptyError: the target holds data; nothing was written.
+        CopyVerificationError: the copy committed but a table differs between the two sides.
+        ValidationError: source and target are the same database, or batch_size is invalid.
+    """
+    check.integer("batch_size", batch_size, minimum=1, maximum=100_000)
+    with ExitStack() as stack:
+        src = source if isinstance(source, StateStore) else stack.enter_context(StateStore(source))
+        dst = target if isinstance(target, StateStore) else stack.enter_context(StateStore(target))
+        if src._url.render_as_string(hide_password=False) == dst._url.render_as_string(hide_password=False):
+            raise ValidationError(f"source and target are the same database: {src.url}")
+        with dst._write() as target_conn:
+            _require_empty(target_conn, dst.url)
+            with src._read(snapshot=True) as source_conn:
+                source_sums = _copy_tables(source_conn, target_conn, dst, batch_size, progress)
+        with dst._read() as conn:
+            target_sums = {table.name: _checksum(conn, table) for table in VERIFIED}
+    report = CopyReport(
+        source=src.url,
+        target=dst.url,
+        tables=tuple(
+            TableCopy(
+                name, source_sums[name][0], target_sums[name][0], source_sums[name][1], target_sums[name][1]
+            )
+            for name in (t.name for t in VERIFIED)
+        ),
+    )
+    broken = [t.table for t in report.tables if not t.matches]
+    if broken:
+        raise CopyVerificationError(f"copy to {dst.url} differs from the source in {', '.join(broken)}")
+    return report
+
+
+def _require_empty(conn: Connection, where: str) -> None:
+    for table in VERIFIED:
+        if conn.execute(select(func.count()).select_from(table)).scalar_one():
+            raise TargetNotEmptyError(
+                f"target {where} is not empty (table {table.name} has rows); nothing written"
+            )
+
+
+def _copy_tables(
+    source: Connection,
+    target: Connection,
+    dst: StateStore,
+    batch_size: int,
+    progress: CopyProgress | None,
+) -> dict[str, tuple[int, str]]:
+    sums: dict[str, tuple[int, str]] = {}
+    for table in COPIED:
+        digest = _Checksum()
+        for batch in _stream(source, table, batch_size):
+            digest.add_all(batch)
+            target.execute(table.insert(), [row._asdict() for row in batch])
+            if table is history:
+                rows.bump_stats(target, dst._dialect, [rows.history_record(row) for row in batch], sign=1)
+            if progress is not None:
+                progress(table.name, len(batch))
+        sums[table.name] = digest.result()
+    sums[history_stats.name] = _checksum(source, history_stats)
+    return sums
+
+
+def _stream(conn: Connection, table: Table, batch_size: int) -> Iterator[Sequence[Any]]:
+    statement = select(*table.c).order_by(*table.primary_key.columns)
+    result = conn.execution_options(stream_results=True, yield_per=batch_size).execute(statement)
+    yield from result.partitions()
+
+
+def _checksum(conn: Connection, table: Table) -> tuple[int, str]:
+    digest = _Checksum()
+    for batch in _stream(conn, table, 5000):
+        digest.add_all(batch)
+    return digest.result()
+
+
+class _Checksum:
+    """Order-independent: the sum, modulo 2**64, of a SHA-256 prefix of each row."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.total = 0
+
+    def add_all(self, batch: Iterable[Sequence[Any]]) -> None:
+        for row in batch:
+            canonical = json.dumps(list(row), default=_canonical, ensure_ascii=False, separators=(",", ":"))
+            self.total += int.from_bytes(hashlib.sha256(canonical.encode("utf-8")).digest()[:8], "big")
+            self.count += 1
+
+    def result(self) -> tuple[int, str]:
+        return self.count, f"{self.total % 2**64:016x}"
+
+
+def _canonical(value: Any) -> str:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"cannot checksum {type(value).__name__}")

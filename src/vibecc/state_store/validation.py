@@ -1,0 +1,175 @@
+"""Argument checks shared by every engine: the same input fails the same way everywhere."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+from urllib.parse import urlsplit
+
+from .errors import ValidationError
+from .records import PipelineState
+
+MAX_NAME = 255
+MAX_BRANCH = 255
+MAX_TICKET_ID = 64
+MAX_TICKET_TITLE = 1000
+MAX_TEXT_BYTES = 1024 * 1024
+MAX_URL = 2048
+MAX_RETRIES_LIMIT = 1000
+MAX_INT = 2**63 - 1
+
+_OWNER = re.compile(r"[A-Za-z0-9](?:-?[A-Za-z0-9]){0,38}")
+_REPO_NAME = re.compile(r"[A-Za-z0-9._-]{1,100}")
+# What `git check-ref-format` forbids anywhere in a ref: control characters, space, ~ ^ : ? * [ \
+_BRANCH_BAD_CHARS = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]")
+
+
+def _describe(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def text(
+    field: str,
+    value: Any,
+    *,
+    max_chars: int | None = None,
+    max_bytes: int | None = None,
+    allow_empty: bool = False,
+    allow_blank: bool = False,
+) -> str:
+    """A str that PostgreSQL and SQLite both store exactly: no NUL, no lone surrogate."""
+    if not isinstance(value, str):
+        raise ValidationError(f"{field} must be a str, got {type(value).__name__} {_describe(value)}")
+    if not value and not allow_empty:
+        raise ValidationError(f"{field} must not be empty")
+    if value and not allow_blank and not value.strip():
+        raise ValidationError(f"{field} must not be blank, got {_describe(value)}")
+    if "\x00" in value:
+        raise ValidationError(f"{field} must not contain a NUL character")
+    try:
+        encoded = value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValidationError(f"{field} is not valid Unicode text (lone surrogate at {exc.start})") from None
+    if max_chars is not None and len(value) > max_chars:
+        raise ValidationError(f"{field} must be at most {max_chars} characters, got {len(value)}")
+    if max_bytes is not None and len(encoded) > max_bytes:
+        raise ValidationError(f"{field} must be at most {max_bytes} bytes of UTF-8, got {len(encoded)}")
+    return value
+
+
+def integer(field: str, value: Any, *, minimum: int, maximum: int = MAX_INT) -> int:
+    """An int (never a bool) within [minimum, maximum]."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValidationError(f"{field} must be an int, got {type(value).__name__} {_describe(value)}")
+    if not minimum <= value <= maximum:
+        raise ValidationError(f"{field} must be between {minimum} and {maximum}, got {value}")
+    return int(value)
+
+
+def optional_integer(field: str, value: Any, *, minimum: int) -> int | None:
+    return None if value is None else integer(field, value, minimum=minimum)
+
+
+def name(value: Any) -> str:
+    return text("name", value, max_chars=MAX_NAME)
+
+
+def repo(value: Any) -> str:
+    """`owner/name` by GitHub's rules."""
+    text("repo", value, max_chars=140)
+    owner, slash, repo_name = value.partition("/")
+    if not slash or not _OWNER.fullmatch(owner):
+        raise ValidationError(
+            f"repo must be 'owner/name' with a GitHub owner (letters, digits, single inner "
+            f"hyphens, at most 39), got {_describe(value)}"
+        )
+    if not _REPO_NAME.fullmatch(repo_name) or repo_name in (".", ".."):
+        raise ValidationError(
+            f"repo must be 'owner/name' with a GitHub repository name (letters, digits, '.', '_', "
+            f"'-', at most 100, not '.' or '..'), got {_describe(value)}"
+        )
+    return str(value)
+
+
+def branch(field: str, value: Any) -> str:
+    """A branch name that `git check-ref-format --branch` accepts."""
+    text(field, value, max_chars=MAX_BRANCH)
+    problem = _branch_problem(value)
+    if problem:
+        raise ValidationError(f"{field} is not a valid git branch name ({problem}): {_describe(value)}")
+    return str(value)
+
+
+def _branch_problem(value: str) -> str | None:
+    if value.startswith("-"):
+        return "starts with '-'"
+    if value in ("@", "HEAD"):
+        return f"'{value}' is reserved"
+    if _BRANCH_BAD_CHARS.search(value):
+        return "contains a space, control character or one of ~ ^ : ? * [ \\"
+    if ".." in value or "@{" in value:
+        return "contains '..' or '@{'"
+    if value.startswith("/") or value.endswith("/") or "//" in value:
+        return "has an empty path component"
+    if value.endswith("."):
+        return "ends with '.'"
+    for component in value.split("/"):
+        if component.startswith("."):
+            return "a component starts with '.'"
+        if component.endswith(".lock"):
+            return "a component ends with '.lock'"
+    return None
+
+
+def ticket_id(value: Any) -> str:
+    """A ticket reference; an int is stored as its decimal string."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        integer("ticket_id", value, minimum=0)
+        return str(value)
+    text("ticket_id", value, max_chars=MAX_TICKET_ID)
+    if any(ch.isspace() for ch in value):
+        raise ValidationError(f"ticket_id must not contain whitespace, got {_describe(value)}")
+    return str(value)
+
+
+def ticket_title(value: Any) -> str:
+    return text("ticket_title", value, max_chars=MAX_TICKET_TITLE)
+
+
+def long_text(field: str, value: Any) -> str:
+    """ticket_body or feedback: any text up to 1 MiB, empty allowed."""
+    return text(field, value, max_bytes=MAX_TEXT_BYTES, allow_empty=True, allow_blank=True)
+
+
+def pr_url(value: Any) -> str:
+    """An absolute http(s) URL."""
+    text("pr_url", value, max_chars=MAX_URL)
+    if any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value):
+        raise ValidationError(f"pr_url must not contain whitespace or control characters: {_describe(value)}")
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018  (raises on a malformed port)
+    except ValueError as exc:
+        raise ValidationError(f"pr_url is not a valid URL ({exc}): {_describe(value)}") from None
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        raise ValidationError(f"pr_url must be an absolute http(s) URL, got {_describe(value)}")
+    return str(value)
+
+
+def state(field: str, value: Any) -> PipelineState:
+    """A PipelineState or its value."""
+    if isinstance(value, PipelineState):
+        return value
+    if isinstance(value, str):
+        try:
+            return PipelineState(value)
+        except ValueError:
+            pass
+    allowed = ", ".join(s.value for s in PipelineState)
+    raise ValidationError(f"{field} must be a PipelineState or one of {allowed}; got {_describe(value)}")
+
+
+def identifier(field: str, value: Any) -> str:
+    """An id as handed out by the store (any non-empty str; unknown ids are NotFound, not invalid)."""
+    return text(field, value, max_chars=MAX_TICKET_ID)

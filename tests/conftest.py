@@ -1,0 +1,156 @@
+"""Engine and store fixtures: every behaviour test takes `store` and runs on SQLite and PostgreSQL.
+
+PostgreSQL comes from VIBECC_TEST_POSTGRES_URL (default: the local server). Each test run
+creates its own database and drops it at the end. With CI=true an unreachable server fails the
+run; elsewhere the PostgreSQL tests skip, all under one reason line.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, settings
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import URL, make_url
+
+from vibecc.state_store import StateStore
+
+DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+ENGINES = ("sqlite", "postgresql")
+TABLES = ("pipelines", "projects", "pipeline_history", "history_stats")
+
+settings.register_profile("default", max_examples=100, deadline=None)
+settings.register_profile(
+    "long", max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+
+
+class PostgresServer:
+    """The test server: makes and drops throwaway databases."""
+
+    def __init__(self, admin_url: URL) -> None:
+        self.admin_url = admin_url
+        self._engine = create_engine(admin_url, isolation_level="AUTOCOMMIT", pool_size=1)
+        self.created: list[str] = []
+
+    def create_database(self) -> str:
+        name = f"vibecc_test_{uuid.uuid4().hex[:12]}"
+        with self._engine.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        self.created.append(name)
+        return self.admin_url.set(database=name).render_as_string(hide_password=False)
+
+    def drop_all(self) -> None:
+        with self._engine.connect() as conn:
+            for name in self.created:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        self._engine.dispose()
+
+
+def _reach_postgres() -> tuple[PostgresServer | None, str]:
+    raw = os.environ.get("VIBECC_TEST_POSTGRES_URL", DEFAULT_PG_URL)
+    url = make_url(raw)
+    try:
+        server = PostgresServer(url)
+        with server._engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except Exception as exc:  # any failure to reach the server means: no PostgreSQL here
+        reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
+        return None, f"PostgreSQL not reachable at {url.render_as_string(hide_password=True)}: {reason}"
+    return server, ""
+
+
+_PG_SERVER: PostgresServer | None = None
+_PG_REASON = ""
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    global _PG_SERVER, _PG_REASON
+    _PG_SERVER, _PG_REASON = _reach_postgres()
+    if _PG_SERVER is None and os.environ.get("CI", "").lower() == "true":
+        raise pytest.UsageError(f"CI=true and {_PG_REASON}")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if _PG_SERVER is not None:
+        _PG_SERVER.drop_all()
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    if _PG_SERVER is None:
+        return f"postgresql: SKIPPED ({_PG_REASON})"
+    return f"postgresql: {_PG_SERVER.admin_url.render_as_string(hide_password=True)}"
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> PostgresServer:
+    """The PostgreSQL test server; skips the test when there is none."""
+    if _PG_SERVER is None:
+        pytest.skip(_PG_REASON)
+    return _PG_SERVER
+
+
+@pytest.fixture(params=ENGINES)
+def engine_name(request: pytest.FixtureRequest) -> str:
+    if request.param == "postgresql":
+        request.getfixturevalue("pg_server")
+    return str(request.param)
+
+
+@pytest.fixture
+def fresh_db(engine_name: str, tmp_path: Path, request: pytest.FixtureRequest) -> Callable[[], str]:
+    """Make a new, empty database of the test's engine and return its location (path or URL)."""
+    counter = iter(range(1_000_000))
+
+    def make() -> str:
+        if engine_name == "sqlite":
+            return str(tmp_path / f"db{next(counter)}" / "vibecc.db")
+        server: PostgresServer = request.getfixturevalue("pg_server")
+        return server.create_database()
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def _sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A migrated SQLite file, copied for each test instead of migrating each time."""
+    path = tmp_path_factory.mktemp("template") / "vibecc.db"
+    StateStore(path).close()
+    return path
+
+
+@pytest.fixture(scope="session")
+def _pg_store_url(pg_server: PostgresServer) -> str:
+    url = pg_server.create_database()
+    StateStore(url).close()
+    return url
+
+
+@pytest.fixture
+def store_url(engine_name: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
+    """Location of an empty, migrated database for this test (subprocesses may open it too)."""
+    if engine_name == "sqlite":
+        path = tmp_path / "store" / "vibecc.db"
+        path.parent.mkdir()
+        shutil.copy(request.getfixturevalue("_sqlite_template"), path)
+        path.chmod(0o600)
+        return str(path)
+    url: str = request.getfixturevalue("_pg_store_url")
+    engine = create_engine(url, pool_size=1)
+    with engine.begin() as conn:
+        conn.execute(text(f"TRUNCATE {', '.join(TABLES)}"))
+    engine.dispose()
+    return url
+
+
+@pytest.fixture
+def store(store_url: str) -> Iterator[StateStore]:
+    """An empty store on the test's engine."""
+    with StateStore(store_url) as opened:
+        yield opened
