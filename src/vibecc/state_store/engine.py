@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Engine, Table, create_engine, event
+from sqlalchemy import Connection, Engine, Table, create_engine, event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError
@@ -95,6 +96,9 @@ class Dialect:
     def create_engine(self) -> Engine:
         raise NotImplementedError
 
+    def begin(self, conn: Connection, *, write: bool) -> None:
+        """Start the transaction of one public call (PostgreSQL's driver starts its own)."""
+
     def write_guard(self) -> Any:
         """A context manager held around each write transaction in this process."""
         return nullcontext()
@@ -105,10 +109,6 @@ class Dialect:
     def read_options(self, snapshot: bool) -> dict[str, Any]:
         """Execution options of a read transaction (SQLite's WAL reads are snapshots anyway)."""
         return {}
-
-    def insert(self, table: Table) -> Upsert:
-        """INSERT with this engine's ON CONFLICT clauses."""
-        raise NotImplementedError
 
     def violation(self, exc: DBAPIError) -> str:
         """Which kind of constraint an IntegrityError broke: "unique", "foreign_key" or "other"."""
@@ -146,7 +146,7 @@ class SQLiteDialect(Dialect):
 
         @event.listens_for(engine, "connect")
         def _configure(dbapi_conn: Any, _record: Any) -> None:
-            # The driver's own transaction handling is off; BEGIN is sent by _begin below.
+            # The driver's own transaction handling is off; begin() below sends BEGIN.
             dbapi_conn.isolation_level = None
             cursor = dbapi_conn.cursor()
             try:
@@ -161,12 +161,10 @@ class SQLiteDialect(Dialect):
             finally:
                 cursor.close()
 
-        @event.listens_for(engine, "begin")
-        def _begin(conn: Any) -> None:
-            mode = conn.get_execution_options().get("vibecc_begin", "deferred")
-            _retry_busy(lambda: conn.exec_driver_sql(_BEGIN[mode]), self.options.busy_timeout)
-
         return engine
+
+    def begin(self, conn: Connection, *, write: bool) -> None:
+        sqlite_begin(conn, write=write, timeout=self.options.busy_timeout)
 
     def write_guard(self) -> Any:
         return _timed_lock(self._lock, self.options.busy_timeout, self.url)
@@ -174,9 +172,6 @@ class SQLiteDialect(Dialect):
     def read_guard(self) -> Any:
         # An in-memory database is one shared connection: reads queue too.
         return _timed_lock(self._lock, self.options.busy_timeout, self.url) if self.memory else nullcontext()
-
-    def insert(self, table: Table) -> Upsert:
-        return sqlite.insert(table)
 
     def violation(self, exc: DBAPIError) -> str:
         # The extended result code tells; the message would only name columns.
@@ -204,9 +199,6 @@ class PostgresDialect(Dialect):
             connect_args=connect_args,
         )
 
-    def insert(self, table: Table) -> Upsert:
-        return postgresql.insert(table)
-
     def read_options(self, snapshot: bool) -> dict[str, Any]:
         return {"isolation_level": "REPEATABLE READ"} if snapshot else {}
 
@@ -214,10 +206,23 @@ class PostgresDialect(Dialect):
         return _PG_VIOLATIONS.get(getattr(exc.orig, "sqlstate", None) or "", "other")
 
 
+def upsert(dialect_name: str, table: Table) -> Upsert:
+    """INSERT with the ON CONFLICT clauses of the named engine (SQLite and PostgreSQL share them)."""
+    return sqlite.insert(table) if dialect_name == "sqlite" else postgresql.insert(table)
+
+
 def dialect_for(url: URL, options: EngineOptions) -> Dialect:
     return (
         SQLiteDialect(url, options) if url.get_backend_name() == "sqlite" else PostgresDialect(url, options)
     )
+
+
+def sqlite_begin(conn: Connection, *, write: bool, timeout: float) -> None:
+    """BEGIN (or BEGIN IMMEDIATE, which takes the write lock at once so a write transaction
+    never fails on a lock upgrade), sent straight to the driver."""
+    raw = cast(sqlite3.Connection, conn.connection.driver_connection)
+    statement = _BEGIN["immediate" if write else "deferred"]
+    _retry_busy(lambda: raw.execute(statement), timeout)
 
 
 def is_busy(exc: BaseException) -> bool:
@@ -235,7 +240,7 @@ def _retry_busy(action: Any, timeout: float) -> None:
         try:
             action()
             return
-        except DBAPIError as exc:
+        except (DBAPIError, sqlite3.Error) as exc:
             if not is_busy(exc) or time.monotonic() + delay > deadline:
                 raise
         time.sleep(delay)
@@ -263,7 +268,3 @@ def _create_private_file(path: Path) -> None:
     except OSError as exc:
         raise StorageError(f"cannot create SQLite database {path}: {exc.strerror}") from exc
     os.close(fd)
-
-
-def execution_options(mode: str) -> Mapping[str, str]:
-    return {"vibecc_begin": mode}

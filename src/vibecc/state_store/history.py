@@ -9,12 +9,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import ColumnElement, Connection, Select, and_, case, delete, func, or_, select
+from sqlalchemy import Connection
 
 from . import rows
+from . import statements as sql
 from . import validation as check
 from .errors import HistoryNotFoundError, ValidationError
-from .models import history, history_stats
 from .records import (
     DurationPercentiles,
     HistoryCursor,
@@ -47,7 +47,7 @@ class HistoryMixin:
     if TYPE_CHECKING:
         _dialect: Dialect
 
-        def _read(self) -> AbstractContextManager[Connection]: ...
+        def _read(self, *, snapshot: bool = False) -> AbstractContextManager[Connection]: ...
         def _write(self) -> AbstractContextManager[Connection]: ...
 
     def get_history(
@@ -100,16 +100,15 @@ class HistoryMixin:
         since: datetime | None,
         until: datetime | None,
     ) -> list[PipelineHistory]:
-        statement = _filtered(select(*rows.HISTORY_COLUMNS), project_id, final_state, since, until)
+        params, flags = _filters(project_id, final_state, since, until)
         if before is not None:
             if not isinstance(before, HistoryCursor):
                 raise ValidationError(f"before must be a HistoryCursor, got {type(before).__name__}")
-            statement = statement.where(_beyond(before.completed_at, before.id, newer=False))
-        statement = statement.order_by(history.c.completed_at.desc(), history.c.id.desc()).limit(limit)
-        if offset:
-            statement = statement.offset(offset)
+            params.update(_at=before.completed_at, _id=before.id)
+        params.update(_limit=limit, _offset=offset)
+        statement = sql.history_page(flags, before is not None, offset > 0)
         with self._read() as conn:
-            return [rows.history_record(row) for row in conn.execute(statement)]
+            return [rows.history_record(row) for row in conn.execute(statement, params).all()]
 
     def get_history_record(self, history_id: str) -> PipelineHistory:
         """The history record with that id (an archived pipeline's id). Raises HistoryNotFoundError."""
@@ -133,15 +132,13 @@ class HistoryMixin:
         costs the same at any history size; with `since`/`until` it scans the window by index.
         """
         if since is None and until is None:
-            statement = select(*(func.sum(history_stats.c[name]) for name in rows.STATS_SUMS))
-            if project_id is not None:
-                statement = statement.where(
-                    history_stats.c.project_id == check.identifier("project_id", project_id)
-                )
+            params = {} if project_id is None else {"project_id": check.identifier("project_id", project_id)}
+            statement = sql.kept_stats(project_id is not None)
         else:
-            statement = _filtered(select(*_aggregates()), project_id, None, since, until)
+            params, flags = _filters(project_id, None, since, until)
+            statement = sql.history_aggregates(flags)
         with self._read() as conn:
-            sums = conn.execute(statement).one()
+            sums = conn.execute(statement, params).one()
         return rows.stats_from_sums(sums)
 
     def get_duration_percentiles(
@@ -152,16 +149,17 @@ class HistoryMixin:
         until: datetime | None = None,
     ) -> DurationPercentiles:
         """p50 and p95 of duration_seconds by nearest rank (None when history is empty)."""
-        base = _filtered(select(history.c.duration_seconds), project_id, None, since, until)
-        with self._read() as conn:
-            count = conn.execute(select(func.count()).select_from(base.subquery())).scalar_one()
+        params, flags = _filters(project_id, None, since, until)
+        with self._read(snapshot=True) as conn:
+            count = conn.execute(sql.history_count(flags), params).scalar_one()
             if not count:
                 return DurationPercentiles(None, None)
 
             def at(percent: int) -> float:
                 rank = max(1, math.ceil(percent / 100 * count))
-                ranked = base.order_by(history.c.duration_seconds).offset(rank - 1).limit(1)
-                return float(conn.execute(ranked).scalar_one())
+                return float(
+                    conn.execute(sql.duration_at_rank(flags), {**params, "_offset": rank - 1}).scalar_one()
+                )
 
             return DurationPercentiles(p50=at(50), p95=at(95))
 
@@ -174,9 +172,9 @@ class HistoryMixin:
         until: datetime | None = None,
     ) -> int:
         """How many history rows match."""
-        base = _filtered(select(func.count()).select_from(history), project_id, final_state, since, until)
+        params, flags = _filters(project_id, final_state, since, until)
         with self._read() as conn:
-            return int(conn.execute(base).scalar_one())
+            return int(conn.execute(sql.history_count(flags), params).scalar_one())
 
     def iter_history(
         self,
@@ -192,18 +190,21 @@ class HistoryMixin:
         Each batch is its own read, so rows archived meanwhile may or may not appear; none
         appears twice and none that existed throughout is missed.
         """
-        base = _filtered(select(*rows.HISTORY_COLUMNS), project_id, final_state, since, until)
+        params, flags = _filters(project_id, final_state, since, until)
         check.integer("batch_size", batch_size, minimum=1, maximum=MAX_BATCH)
-        base = base.order_by(history.c.completed_at, history.c.id).limit(batch_size)
-        after: tuple[datetime, str] | None = None
+        params["_limit"] = batch_size
+        keyset = False
         while True:
-            statement = base if after is None else base.where(_beyond(*after, newer=True))
             with self._read() as conn:
-                batch = [rows.history_record(row) for row in conn.execute(statement)]
+                batch = [
+                    rows.history_record(row)
+                    for row in conn.execute(sql.history_scan(flags, keyset), params).all()
+                ]
             yield from batch
             if len(batch) < batch_size:
                 return
-            after = (batch[-1].completed_at, batch[-1].id)
+            keyset = True
+            params.update(_at=batch[-1].completed_at, _id=batch[-1].id)
 
     def import_history(
         self, records: Iterable[PipelineHistory], *, batch_size: int = 1000, progress: Progress | None = None
@@ -222,7 +223,7 @@ class HistoryMixin:
         def flush() -> None:
             nonlocal inserted, skipped
             with self._write() as conn:
-                added = len(rows.insert_history(conn, self._dialect, batch))
+                added = len(rows.insert_history(conn, self._dialect.name, batch))
             inserted += added
             skipped += len(batch) - added
             if progress is not None:
@@ -256,19 +257,18 @@ class HistoryMixin:
         check.integer("batch_size", batch_size, minimum=1, maximum=MAX_BATCH)
         if dry_run:
             return self.count_history(project_id, until=before)
-        oldest = _filtered(select(history.c.id), project_id, None, None, before)
-        oldest = oldest.order_by(history.c.completed_at, history.c.id).limit(batch_size)
+        params, flags = _filters(project_id, None, None, before)
+        params["_limit"] = batch_size
         total = 0
         while True:
             with self._write() as conn:
-                ids = list(conn.execute(oldest).scalars())
-                gone = [
-                    rows.history_record(row)
-                    for row in conn.execute(
-                        delete(history).where(history.c.id.in_(ids)).returning(*rows.HISTORY_COLUMNS)
-                    )
-                ]
-                rows.bump_stats(conn, self._dialect, gone, sign=-1)
+                ids = list(conn.execute(sql.oldest_history_ids(flags), params).scalars())
+                gone = (
+                    [rows.history_record(row) for row in conn.execute(sql.DELETE_HISTORY, {"ids": ids}).all()]
+                    if ids
+                    else []
+                )
+                rows.bump_stats(conn, self._dialect.name, gone, sign=-1)
             total += len(gone)
             if progress is not None and gone:
                 progress(len(gone))
@@ -303,49 +303,21 @@ def _aware(field: str, value: Any) -> datetime:
     return value
 
 
-def _filtered(
-    statement: Select[Any],
+def _filters(
     project_id: str | None,
     final_state: PipelineState | str | None,
     since: datetime | None,
     until: datetime | None,
-) -> Select[Any]:
+) -> tuple[dict[str, Any], sql.HistoryFilter]:
+    """Validated parameters of the optional history filters, and which are given."""
+    params: dict[str, Any] = {}
     if project_id is not None:
-        statement = statement.where(history.c.project_id == check.identifier("project_id", project_id))
+        params["project_id"] = check.identifier("project_id", project_id)
     if final_state is not None:
-        statement = statement.where(history.c.final_state == check.state("final_state", final_state).value)
+        params["final_state"] = check.state("final_state", final_state).value
     if since is not None:
-        statement = statement.where(history.c.completed_at >= _aware("since", since))
+        params["since"] = _aware("since", since)
     if until is not None:
-        statement = statement.where(history.c.completed_at < _aware("until", until))
-    return statement
-
-
-def _beyond(completed_at: datetime, history_id: str, *, newer: bool) -> ColumnElement[bool]:
-    """Rows after (completed_at, id) in ascending (newer=True) or descending order.
-
-    Spelled out rather than a row-value comparison so both engines use the index range.
-    """
-    if newer:
-        return or_(
-            history.c.completed_at > completed_at,
-            and_(history.c.completed_at == completed_at, history.c.id > history_id),
-        )
-    return or_(
-        history.c.completed_at < completed_at,
-        and_(history.c.completed_at == completed_at, history.c.id < history_id),
-    )
-
-
-def _aggregates() -> list[Any]:
-    def count_of(state: PipelineState) -> Any:
-        return func.sum(case((history.c.final_state == state.value, 1), else_=0))
-
-    return [
-        func.count(),
-        count_of(PipelineState.MERGED),
-        count_of(PipelineState.FAILED),
-        func.sum(history.c.duration_seconds),
-        func.sum(history.c.total_retries_ci),
-        func.sum(history.c.total_retries_review),
-    ]
+        params["until"] = _aware("until", until)
+    flags = (project_id is not None, final_state is not None, since is not None, until is not None)
+    return params, flags

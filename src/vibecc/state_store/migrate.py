@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, inspect, text
 
+from .engine import sqlite_begin
 from .errors import SchemaVersionError
 
 HEAD = "0002"
@@ -24,6 +25,8 @@ LEGACY_TABLES = frozenset({"projects", "pipelines", "pipeline_history"})
 UPGRADE_HINT = "run `vibecc-state db upgrade` or open the store with auto_migrate=True"
 # Any constant works; it only has to be the same in every process (ASCII "vibecc").
 _PG_LOCK_KEY = 0x766962656363
+# How long a process opening a new SQLite file waits for another one migrating it.
+_SQLITE_LOCK_WAIT = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,12 +130,15 @@ def _locked(engine: Engine) -> Iterator[Connection]:
             assert raw is not None
             raw.execute("PRAGMA foreign_keys = OFF")
             try:
-                with conn.execution_options(vibecc_begin="immediate").begin():
-                    yield conn
-                    broken = conn.exec_driver_sql("PRAGMA foreign_key_check").all()
-                    if broken:
-                        raise SchemaVersionError(f"migration left broken foreign keys: {broken[:5]}")
+                sqlite_begin(conn, write=True, timeout=_SQLITE_LOCK_WAIT)
+                yield conn
+                broken = conn.exec_driver_sql("PRAGMA foreign_key_check").all()
+                if broken:
+                    raise SchemaVersionError(f"migration left broken foreign keys: {broken[:5]}")
+                conn.commit()
             finally:
+                if raw.in_transaction:
+                    raw.rollback()
                 raw.execute("PRAGMA foreign_keys = ON")
         else:
             with conn.begin():

@@ -9,27 +9,15 @@ from dataclasses import fields
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, select
+from sqlalchemy import Connection, Row
 
-from .engine import Dialect
-from .models import history, history_stats, pipelines, projects
+from . import statements as sql
 from .records import HistoryStats, Pipeline, PipelineHistory, PipelineState, Project
-
-PROJECT_COLUMNS = [projects.c[f.name] for f in fields(Project)]
-PIPELINE_COLUMNS = [pipelines.c[f.name] for f in fields(Pipeline)]
-HISTORY_COLUMNS = [history.c[f.name] for f in fields(PipelineHistory)]
-STATS_SUMS = (
-    "total_completed",
-    "total_merged",
-    "total_failed",
-    "sum_duration_seconds",
-    "sum_retries_ci",
-    "sum_retries_review",
-)
 
 _STATES = {state.value: state for state in PipelineState}
 _PIPELINE_STATE_AT = [f.name for f in fields(Pipeline)].index("state")
 _HISTORY_STATE_AT = [f.name for f in fields(PipelineHistory)].index("final_state")
+_HISTORY_FIELDS = [f.name for f in fields(PipelineHistory)]
 
 
 def project(row: Row[Any] | Sequence[Any]) -> Project:
@@ -48,8 +36,13 @@ def history_record(row: Row[Any] | Sequence[Any]) -> PipelineHistory:
     return PipelineHistory(*values)
 
 
-def history_values(record: PipelineHistory) -> dict[str, Any]:
-    return {f.name: getattr(record, f.name) for f in fields(PipelineHistory)}
+def values_of(record: Project | Pipeline | PipelineHistory) -> dict[str, Any]:
+    """The record as column values (enum members as their string values)."""
+    values = {f.name: getattr(record, f.name) for f in fields(record)}
+    for name in ("state", "final_state"):
+        if name in values:
+            values[name] = PipelineState(values[name]).value
+    return values
 
 
 def history_from_pipeline(source: Pipeline, completed_at: datetime) -> PipelineHistory:
@@ -73,25 +66,21 @@ def history_from_pipeline(source: Pipeline, completed_at: datetime) -> PipelineH
 
 
 def insert_history(
-    conn: Connection, dialect: Dialect, records: Sequence[PipelineHistory]
+    conn: Connection, dialect: str, records: Sequence[PipelineHistory]
 ) -> list[PipelineHistory]:
     """Insert the records whose id is new and count them into the stats; return those inserted."""
     if not records:
         return []
-    statement = (
-        dialect.insert(history)
-        .on_conflict_do_nothing(index_elements=[history.c.id])
-        .returning(*HISTORY_COLUMNS)
-    )
-    rows = conn.execute(statement, [history_values(r) for r in records])
-    inserted = [history_record(row) for row in rows]
+    params = [values_of(r) for r in records]
+    result = conn.execute(sql.insert_history(dialect), params[0] if len(params) == 1 else params)
+    inserted = [history_record(row) for row in result]
     bump_stats(conn, dialect, inserted, sign=1)
     return inserted
 
 
-def bump_stats(conn: Connection, dialect: Dialect, records: Iterable[PipelineHistory], *, sign: int) -> None:
+def bump_stats(conn: Connection, dialect: str, records: Iterable[PipelineHistory], *, sign: int) -> None:
     """Add (sign=1) or take away (sign=-1) the records from the per-project totals."""
-    totals: dict[str, list[int]] = defaultdict(lambda: [0] * len(STATS_SUMS))
+    totals: dict[str, list[int]] = defaultdict(lambda: [0] * len(sql.STATS_SUMS))
     for r in records:
         t = totals[r.project_id]
         t[0] += 1
@@ -100,15 +89,17 @@ def bump_stats(conn: Connection, dialect: Dialect, records: Iterable[PipelineHis
         t[3] += r.duration_seconds
         t[4] += r.total_retries_ci
         t[5] += r.total_retries_review
+    if not totals:
+        return
     # Sorted, so two writers touching the same projects lock their rows in the same order.
-    for project_id in sorted(totals):
-        deltas = {name: sign * value for name, value in zip(STATS_SUMS, totals[project_id], strict=True)}
-        statement = dialect.insert(history_stats).values(project_id=project_id, **deltas)
-        statement = statement.on_conflict_do_update(
-            index_elements=[history_stats.c.project_id],
-            set_={name: history_stats.c[name] + statement.excluded[name] for name in STATS_SUMS},
-        )
-        conn.execute(statement)
+    params = [
+        {
+            "project_id": project_id,
+            **{name: sign * v for name, v in zip(sql.STATS_SUMS, totals[project_id], strict=True)},
+        }
+        for project_id in sorted(totals)
+    ]
+    conn.execute(sql.bump_stats(dialect), params[0] if len(params) == 1 else params)
 
 
 def stats_from_sums(sums: Sequence[int | None]) -> HistoryStats:
@@ -126,5 +117,5 @@ def stats_from_sums(sums: Sequence[int | None]) -> HistoryStats:
 
 
 def existing_history(conn: Connection, history_id: str) -> PipelineHistory | None:
-    row = conn.execute(select(*HISTORY_COLUMNS).where(history.c.id == history_id)).first()
+    row = conn.execute(sql.HISTORY_BY_ID, {"id": history_id}).first()
     return history_record(row) if row is not None else None

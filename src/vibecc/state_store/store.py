@@ -8,15 +8,15 @@ import os
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import fields
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from sqlalchemy import Connection, delete, func, select, update
+from sqlalchemy import Connection
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 
 from . import migrate, rows
+from . import statements as sql
 from . import validation as check
 from .engine import EngineOptions, describe, dialect_for, mask, to_url
 from .errors import (
@@ -31,7 +31,6 @@ from .errors import (
     ValidationError,
 )
 from .history import HistoryMixin
-from .models import pipelines, projects
 from .records import Pipeline, PipelineHistory, PipelineState, Project
 
 
@@ -154,21 +153,19 @@ class StateStore(HistoryMixin):
             self._translate(),
             self._dialect.read_guard(),
             self._engine.connect().execution_options(**self._dialect.read_options(snapshot)) as conn,
-            conn.begin(),
         ):
+            self._dialect.begin(conn, write=False)
             yield conn
+            conn.commit()
 
     @contextmanager
     def _write(self) -> Iterator[Connection]:
         if self._closed:
             raise StorageError(f"{describe(self._url)}: the store is closed")
-        with (
-            self._translate(),
-            self._dialect.write_guard(),
-            self._engine.connect().execution_options(vibecc_begin="immediate") as conn,
-            conn.begin(),
-        ):
+        with self._translate(), self._dialect.write_guard(), self._engine.connect() as conn:
+            self._dialect.begin(conn, write=True)
             yield conn
+            conn.commit()
 
     # -- projects --------------------------------------------------------------------------
 
@@ -205,7 +202,7 @@ class StateStore(HistoryMixin):
         )
         with self._write() as conn:
             try:
-                conn.execute(projects.insert().values(_fields(project)))
+                conn.execute(sql.INSERT_PROJECT, rows.values_of(project))
             except IntegrityError as exc:
                 if self._dialect.violation(exc) == "unique":
                     raise ProjectExistsError(f"a project with repo {project.repo!r} exists already") from exc
@@ -216,7 +213,7 @@ class StateStore(HistoryMixin):
         """The project with that id. Raises ProjectNotFoundError."""
         check.identifier("project_id", project_id)
         with self._read() as conn:
-            row = conn.execute(select(*rows.PROJECT_COLUMNS).where(projects.c.id == project_id)).first()
+            row = conn.execute(sql.PROJECT_BY_ID, {"id": project_id}).first()
         if row is None:
             raise ProjectNotFoundError(f"project {project_id} not found")
         return rows.project(row)
@@ -225,7 +222,7 @@ class StateStore(HistoryMixin):
         """The project of `repo` ("owner/name"). Raises ProjectNotFoundError."""
         check.repo(repo)
         with self._read() as conn:
-            row = conn.execute(select(*rows.PROJECT_COLUMNS).where(projects.c.repo == repo)).first()
+            row = conn.execute(sql.PROJECT_BY_REPO, {"repo": repo}).first()
         if row is None:
             raise ProjectNotFoundError(f"project with repo {repo!r} not found")
         return rows.project(row)
@@ -233,8 +230,7 @@ class StateStore(HistoryMixin):
     def list_projects(self) -> list[Project]:
         """Every project, ordered by name (then id)."""
         with self._read() as conn:
-            result = conn.execute(select(*rows.PROJECT_COLUMNS).order_by(projects.c.name, projects.c.id))
-            return [rows.project(row) for row in result]
+            return [rows.project(row) for row in conn.execute(sql.ALL_PROJECTS).all()]
 
     def update_project(
         self,
@@ -269,15 +265,10 @@ class StateStore(HistoryMixin):
             values["max_retries_review"] = check.integer(
                 "max_retries_review", max_retries_review, minimum=0, maximum=check.MAX_RETRIES_LIMIT
             )
-        values["updated_at"] = _now()
-        statement = (
-            update(projects)
-            .where(projects.c.id == project_id)
-            .values(values)
-            .returning(*rows.PROJECT_COLUMNS)
-        )
+        statement = sql.update_project(frozenset(values))
+        values.update(_id=project_id, updated_at=_now())
         with self._write() as conn:
-            row = conn.execute(statement).first()
+            row = conn.execute(statement, values).first()
         if row is None:
             raise ProjectNotFoundError(f"project {project_id} not found")
         return rows.project(row)
@@ -293,29 +284,18 @@ class StateStore(HistoryMixin):
         """
         check.identifier("project_id", project_id)
         with self._write() as conn:
-            # FOR UPDATE (PostgreSQL) keeps new pipelines of this project out until we commit.
-            locked = select(projects.c.id).where(projects.c.id == project_id).with_for_update()
-            if conn.execute(locked).first() is None:
+            if conn.execute(sql.LOCK_PROJECT, {"id": project_id}).first() is None:
                 raise ProjectNotFoundError(f"project {project_id} not found")
-            active = conn.execute(
-                select(func.count())
-                .select_from(pipelines)
-                .where(pipelines.c.project_id == project_id, pipelines.c.state.in_(PipelineState.active()))
-            ).scalar_one()
+            active = conn.execute(sql.COUNT_ACTIVE, {"id": project_id}).scalar_one()
             if active:
                 raise ProjectHasActivePipelinesError(
                     f"project {project_id} has {active} active pipeline(s); finish or delete them first"
                 )
-            finished = conn.execute(
-                delete(pipelines)
-                .where(pipelines.c.project_id == project_id)
-                .returning(*rows.PIPELINE_COLUMNS)
-            ).all()
+            finished = conn.execute(sql.DELETE_PROJECT_PIPELINES, {"id": project_id}).all()
             now = _now()
-            rows.insert_history(
-                conn, self._dialect, [rows.history_from_pipeline(rows.pipeline(r), now) for r in finished]
-            )
-            conn.execute(delete(projects).where(projects.c.id == project_id))
+            archived = [rows.history_from_pipeline(rows.pipeline(row), now) for row in finished]
+            rows.insert_history(conn, self._dialect.name, archived)
+            conn.execute(sql.DELETE_PROJECT, {"id": project_id})
 
     # -- pipelines -------------------------------------------------------------------------
 
@@ -354,7 +334,7 @@ class StateStore(HistoryMixin):
         )
         with self._write() as conn:
             try:
-                conn.execute(pipelines.insert().values(_fields(pipeline)))
+                conn.execute(sql.INSERT_PIPELINE, rows.values_of(pipeline))
             except IntegrityError as exc:
                 violation = self._dialect.violation(exc)
                 if violation == "unique":
@@ -371,7 +351,7 @@ class StateStore(HistoryMixin):
         """The active pipeline with that id. Raises PipelineNotFoundError."""
         check.identifier("pipeline_id", pipeline_id)
         with self._read() as conn:
-            row = conn.execute(select(*rows.PIPELINE_COLUMNS).where(pipelines.c.id == pipeline_id)).first()
+            row = conn.execute(sql.PIPELINE_BY_ID, {"id": pipeline_id}).first()
         if row is None:
             raise PipelineNotFoundError(f"pipeline {pipeline_id} not found")
         return rows.pipeline(row)
@@ -380,11 +360,9 @@ class StateStore(HistoryMixin):
         """The project's active pipeline for a ticket. Raises PipelineNotFoundError."""
         check.identifier("project_id", project_id)
         ticket = check.ticket_id(ticket_id)
-        statement = select(*rows.PIPELINE_COLUMNS).where(
-            pipelines.c.project_id == project_id, pipelines.c.ticket_id == ticket
-        )
         with self._read() as conn:
-            row = conn.execute(statement).first()
+            params = {"project_id": project_id, "ticket_id": ticket}
+            row = conn.execute(sql.PIPELINE_BY_TICKET, params).first()
         if row is None:
             raise PipelineNotFoundError(f"no active pipeline for ticket {ticket!r} in project {project_id}")
         return rows.pipeline(row)
@@ -393,15 +371,14 @@ class StateStore(HistoryMixin):
         self, project_id: str | None = None, state: PipelineState | str | None = None
     ) -> list[Pipeline]:
         """Active pipelines, newest first (ties by id), optionally of one project and/or state."""
-        statement = select(*rows.PIPELINE_COLUMNS).order_by(
-            pipelines.c.created_at.desc(), pipelines.c.id.desc()
-        )
+        params: dict[str, Any] = {}
         if project_id is not None:
-            statement = statement.where(pipelines.c.project_id == check.identifier("project_id", project_id))
+            params["project_id"] = check.identifier("project_id", project_id)
         if state is not None:
-            statement = statement.where(pipelines.c.state == check.state("state", state).value)
+            params["state"] = check.state("state", state).value
+        statement = sql.list_pipelines("project_id" in params, "state" in params)
         with self._read() as conn:
-            return [rows.pipeline(row) for row in conn.execute(statement)]
+            return [rows.pipeline(row) for row in conn.execute(statement, params).all()]
 
     def update_pipeline(
         self,
@@ -442,16 +419,12 @@ class StateStore(HistoryMixin):
             values["feedback"] = None if feedback is None else check.long_text("feedback", feedback)
         if expected_version is not None:
             check.integer("expected_version", expected_version, minimum=1)
-        statement = update(pipelines).where(pipelines.c.id == pipeline_id)
-        if expected_version is not None:
-            statement = statement.where(pipelines.c.version == expected_version)
-        statement = statement.values({**values, "version": pipelines.c.version + 1, "updated_at": _now()})
+        statement = sql.update_pipeline(frozenset(values), expected_version is not None)
+        values.update(_id=pipeline_id, _version=expected_version, updated_at=_now())
         with self._write() as conn:
-            row = conn.execute(statement.returning(*rows.PIPELINE_COLUMNS)).first()
+            row = conn.execute(statement, values).first()
             if row is None:
-                stored = conn.execute(
-                    select(pipelines.c.version).where(pipelines.c.id == pipeline_id)
-                ).scalar()
+                stored = conn.execute(sql.PIPELINE_VERSION, {"id": pipeline_id}).scalar()
         if row is not None:
             return rows.pipeline(row)
         if stored is None:
@@ -478,27 +451,18 @@ class StateStore(HistoryMixin):
         """
         source = check.state("state", state)
         target = check.state("new_state", new_state)
-        oldest = select(pipelines.c.id).where(pipelines.c.state == source.value)
+        params: dict[str, Any] = {"_from": source.value, "_to": target.value, "_now": _now()}
         if project_id is not None:
-            oldest = oldest.where(pipelines.c.project_id == check.identifier("project_id", project_id))
-        oldest = (
-            oldest.order_by(pipelines.c.created_at, pipelines.c.id).limit(1).with_for_update(skip_locked=True)
-        )
-        statement = (
-            update(pipelines)
-            .where(pipelines.c.id == oldest.scalar_subquery())
-            .values(state=target.value, version=pipelines.c.version + 1, updated_at=_now())
-            .returning(*rows.PIPELINE_COLUMNS)
-        )
+            params["_project_id"] = check.identifier("project_id", project_id)
         with self._write() as conn:
-            row = conn.execute(statement).first()
+            row = conn.execute(sql.claim_pipeline(project_id is not None), params).first()
         return rows.pipeline(row) if row is not None else None
 
     def delete_pipeline(self, pipeline_id: str) -> None:
         """Delete an active pipeline without archiving it. Raises PipelineNotFoundError."""
         check.identifier("pipeline_id", pipeline_id)
         with self._write() as conn:
-            deleted = conn.execute(delete(pipelines).where(pipelines.c.id == pipeline_id)).rowcount
+            deleted = conn.execute(sql.DELETE_PIPELINE, {"id": pipeline_id}).rowcount
         if not deleted:
             raise PipelineNotFoundError(f"pipeline {pipeline_id} not found")
 
@@ -514,7 +478,7 @@ class StateStore(HistoryMixin):
         _check_pipeline_record(pipeline)
         record = rows.history_from_pipeline(pipeline, _now())
         with self._write() as conn:
-            inserted = rows.insert_history(conn, self._dialect, [record])
+            inserted = rows.insert_history(conn, self._dialect.name, [record])
             if inserted:
                 return inserted[0]
             existing = rows.existing_history(conn, pipeline.id)
@@ -532,23 +496,14 @@ class StateStore(HistoryMixin):
         """
         check.identifier("pipeline_id", pipeline_id)
         with self._write() as conn:
-            row = conn.execute(
-                delete(pipelines).where(pipelines.c.id == pipeline_id).returning(*rows.PIPELINE_COLUMNS)
-            ).first()
+            row = conn.execute(sql.TAKE_PIPELINE, {"id": pipeline_id}).first()
             if row is None:
                 raise PipelineNotFoundError(f"pipeline {pipeline_id} not found")
             record = rows.history_from_pipeline(rows.pipeline(row), _now())
-            inserted = rows.insert_history(conn, self._dialect, [record])
+            inserted = rows.insert_history(conn, self._dialect.name, [record])
             result = inserted[0] if inserted else rows.existing_history(conn, pipeline_id)
         assert result is not None
         return result
-
-
-def _fields(record: Project | Pipeline) -> dict[str, Any]:
-    values = {f.name: getattr(record, f.name) for f in fields(record)}
-    if isinstance(record, Pipeline):
-        values["state"] = record.state.value
-    return values
 
 
 def _check_pipeline_record(pipeline: Pipeline) -> None:

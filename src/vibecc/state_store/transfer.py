@@ -126,7 +126,9 @@ def _copy_tables(
             digest.add_all(batch)
             target.execute(table.insert(), [row._asdict() for row in batch])
             if table is history:
-                rows.bump_stats(target, dst._dialect, [rows.history_record(row) for row in batch], sign=1)
+                rows.bump_stats(
+                    target, dst._dialect.name, [rows.history_record(row) for row in batch], sign=1
+                )
             if progress is not None:
                 progress(table.name, len(batch))
         sums[table.name] = digest.result()
