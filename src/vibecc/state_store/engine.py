@@ -6,6 +6,7 @@ import os
 import sqlite3
 import threading
 import time
+import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
@@ -46,6 +47,8 @@ def to_url(location: str | os.PathLike[str] | URL) -> URL:
     """A path, ":memory:" or an SQLAlchemy URL, as a URL (relative paths made absolute)."""
     if isinstance(location, URL):
         return location
+    if not isinstance(location, str | os.PathLike):
+        raise ValidationError(f"db_path must be a path or URL, got {type(location).__name__} {location!r}")
     raw = os.fspath(location)
     if not isinstance(raw, str) or not raw.strip():
         raise ValidationError(f"db_path must be a non-empty path or URL, got {location!r}")
@@ -96,6 +99,9 @@ class Dialect:
     def create_engine(self) -> Engine:
         raise NotImplementedError
 
+    def prepare(self, engine: Engine) -> None:
+        """Settings kept in the database itself, made once its schema is accepted."""
+
     def begin(self, conn: Connection, *, write: bool) -> None:
         """Start the transaction of one public call (PostgreSQL's driver starts its own)."""
 
@@ -121,6 +127,7 @@ class SQLiteDialect(Dialect):
     def __init__(self, url: URL, options: EngineOptions) -> None:
         super().__init__(url, options)
         self.memory = url.database in (None, "", MEMORY)
+        self.read_only = False
         # One writer at a time within the process: threads queue on this lock instead of
         # sleeping in SQLite's busy handler; other processes are kept out by BEGIN IMMEDIATE.
         self._lock = threading.RLock()
@@ -136,12 +143,22 @@ class SQLiteDialect(Dialect):
         else:
             path = Path(str(self.url.database))
             _create_private_file(path)
+            uri = _read_only_uri(path)
+            self.read_only = uri is not None
+            creator = None
+            if uri is not None:
+                timeout = self.options.busy_timeout
+
+                def creator() -> sqlite3.Connection:
+                    return sqlite3.connect(uri, uri=True, timeout=timeout, check_same_thread=False)
+
             engine = create_engine(
                 self.url,
                 pool_size=self.options.pool_size,
                 max_overflow=self.options.max_overflow,
                 pool_timeout=self.options.pool_timeout,
                 connect_args={"timeout": self.options.busy_timeout, "check_same_thread": False},
+                **({"creator": creator} if creator is not None else {}),
             )
 
         @event.listens_for(engine, "connect")
@@ -151,17 +168,25 @@ class SQLiteDialect(Dialect):
             cursor = dbapi_conn.cursor()
             try:
                 cursor.execute(f"PRAGMA busy_timeout = {busy_ms:d}")
-                if not self.memory:
-                    # WAL: readers never block the writer. FULL: a commit survives power loss.
-                    mode = cursor.execute("PRAGMA journal_mode").fetchone()[0]
-                    if mode != "wal":
-                        cursor.execute("PRAGMA journal_mode = WAL")
                 cursor.execute("PRAGMA synchronous = FULL")
                 cursor.execute("PRAGMA foreign_keys = ON")
             finally:
                 cursor.close()
 
         return engine
+
+    def prepare(self, engine: Engine) -> None:
+        if self.memory or self.read_only:
+            return
+        # WAL: readers never block the writer (and FULL above: a commit survives power loss).
+        # Switched only once the schema check has accepted the file, so a refused file is
+        # left byte for byte as it was. The mode is stored in the file: one switch serves all.
+        with engine.connect() as conn:
+            raw = cast(sqlite3.Connection, conn.connection.driver_connection)
+            if raw.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                # Connections switching a new file at once get SQLITE_BUSY straight away,
+                # not after the busy handler: retry, as for BEGIN.
+                _retry_busy(lambda: raw.execute("PRAGMA journal_mode = WAL"), self.options.busy_timeout)
 
     def begin(self, conn: Connection, *, write: bool) -> None:
         sqlite_begin(conn, write=write, timeout=self.options.busy_timeout)
@@ -257,14 +282,35 @@ def _timed_lock(lock: threading.RLock, timeout: float, url: URL) -> Iterator[Non
         lock.release()
 
 
+def _read_only_uri(path: Path) -> str | None:
+    """A read-only URI for a database this process may read but not change, else None.
+
+    SQLite cannot open a WAL database read-write when the file, or the folder that must hold
+    its -wal and -shm files, is read-only. Opened mode=ro it can, and with immutable=1 when
+    there is no -wal to replay (no process can write a WAL database without creating one).
+    """
+    folder_writable = os.access(path.parent, os.W_OK)
+    if os.access(path, os.W_OK) and folder_writable:
+        return None
+    quoted = urllib.parse.quote(str(path))
+    wal = Path(f"{path}-wal")
+    if folder_writable or (wal.exists() and wal.stat().st_size > 0):
+        return f"file:{quoted}?mode=ro"
+    return f"file:{quoted}?mode=ro&immutable=1"
+
+
 def _create_private_file(path: Path) -> None:
     """Create the database file readable and writable by its owner only (SQLite gives its
-    -wal and -shm files the same mode)."""
+    -wal and -shm files the same mode), and any missing folders for the owner only."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        missing = [folder for folder in (path.parent, *path.parent.parents) if not folder.exists()]
+        for folder in reversed(missing):
+            folder.mkdir(mode=0o700, exist_ok=True)
+            os.chmod(folder, 0o700)  # mkdir's mode passes through the umask; this does not
         fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
     except FileExistsError:
         return
     except OSError as exc:
         raise StorageError(f"cannot create SQLite database {path}: {exc.strerror}") from exc
+    os.fchmod(fd, 0o600)
     os.close(fd)

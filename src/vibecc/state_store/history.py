@@ -104,7 +104,10 @@ class HistoryMixin:
         if before is not None:
             if not isinstance(before, HistoryCursor):
                 raise ValidationError(f"before must be a HistoryCursor, got {type(before).__name__}")
-            params.update(_at=before.completed_at, _id=before.id)
+            params.update(
+                _at=_aware("before.completed_at", before.completed_at),
+                _id=check.identifier("before.id", before.id),
+            )
         params.update(_limit=limit, _offset=offset)
         statement = sql.history_page(flags, before is not None, offset > 0)
         with self._read() as conn:
@@ -254,6 +257,7 @@ class HistoryMixin:
         Returns:
             The rows deleted (or, with dry_run, that would be).
         """
+        _aware("before", before)
         check.integer("batch_size", batch_size, minimum=1, maximum=MAX_BATCH)
         if dry_run:
             return self.count_history(project_id, until=before)
@@ -289,8 +293,8 @@ def check_history_record(record: Any) -> PipelineHistory:
     check.optional_integer("pr_id", record.pr_id, minimum=1)
     if record.pr_url is not None:
         check.pr_url(record.pr_url)
-    check.integer("total_retries_ci", record.total_retries_ci, minimum=0)
-    check.integer("total_retries_review", record.total_retries_review, minimum=0)
+    check.integer("total_retries_ci", record.total_retries_ci, minimum=0, maximum=check.MAX_INT32)
+    check.integer("total_retries_review", record.total_retries_review, minimum=0, maximum=check.MAX_INT32)
     check.integer("duration_seconds", record.duration_seconds, minimum=0)
     for field in ("started_at", "completed_at"):
         _aware(field, getattr(record, field))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import enum
 import os
+import sqlite3
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -101,6 +102,7 @@ class StateStore(HistoryMixin):
         try:
             with self._translate():
                 migrate.ensure_schema(self._engine, auto_migrate=auto_migrate)
+                self._dialect.prepare(self._engine)
         except BaseException:
             self.close()
             raise
@@ -141,7 +143,8 @@ class StateStore(HistoryMixin):
             yield
         except StateStoreError:
             raise
-        except (SQLAlchemyError, OSError) as exc:
+        except (SQLAlchemyError, sqlite3.Error, OSError) as exc:
+            # sqlite3.Error too: engine.sqlite_begin sends BEGIN to the driver directly.
             raise StorageError(f"{describe(self._url)}: {_reason(exc)}") from exc
 
     @contextmanager
@@ -412,13 +415,17 @@ class StateStore(HistoryMixin):
         if pr_url is not UNSET:
             values["pr_url"] = None if pr_url is None else check.pr_url(pr_url)
         if retry_count_ci is not UNSET:
-            values["retry_count_ci"] = check.integer("retry_count_ci", retry_count_ci, minimum=0)
+            values["retry_count_ci"] = check.integer(
+                "retry_count_ci", retry_count_ci, minimum=0, maximum=check.MAX_INT32
+            )
         if retry_count_review is not UNSET:
-            values["retry_count_review"] = check.integer("retry_count_review", retry_count_review, minimum=0)
+            values["retry_count_review"] = check.integer(
+                "retry_count_review", retry_count_review, minimum=0, maximum=check.MAX_INT32
+            )
         if feedback is not UNSET:
             values["feedback"] = None if feedback is None else check.long_text("feedback", feedback)
         if expected_version is not None:
-            check.integer("expected_version", expected_version, minimum=1)
+            check.integer("expected_version", expected_version, minimum=1, maximum=check.MAX_INT32)
         statement = sql.update_pipeline(frozenset(values), expected_version is not None)
         values.update(_id=pipeline_id, _version=expected_version, updated_at=_now())
         with self._write() as conn:
@@ -516,8 +523,10 @@ def _check_pipeline_record(pipeline: Pipeline) -> None:
     check.optional_integer("pipeline.pr_id", pipeline.pr_id, minimum=1)
     if pipeline.pr_url is not None:
         check.pr_url(pipeline.pr_url)
-    check.integer("pipeline.retry_count_ci", pipeline.retry_count_ci, minimum=0)
-    check.integer("pipeline.retry_count_review", pipeline.retry_count_review, minimum=0)
+    check.integer("pipeline.retry_count_ci", pipeline.retry_count_ci, minimum=0, maximum=check.MAX_INT32)
+    check.integer(
+        "pipeline.retry_count_review", pipeline.retry_count_review, minimum=0, maximum=check.MAX_INT32
+    )
     if not isinstance(pipeline.created_at, datetime) or pipeline.created_at.tzinfo is None:
         raise ValidationError("pipeline.created_at must be a timezone-aware datetime")
 

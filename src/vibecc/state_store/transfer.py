@@ -20,6 +20,7 @@ from sqlalchemy import Connection, Table, func, select
 
 from . import rows
 from . import validation as check
+from .engine import MEMORY
 from .errors import CopyVerificationError, TargetNotEmptyError, ValidationError
 from .models import history, history_stats, pipelines, projects
 from .store import StateStore
@@ -80,7 +81,7 @@ def copy_store(
     with ExitStack() as stack:
         src = source if isinstance(source, StateStore) else stack.enter_context(StateStore(source))
         dst = target if isinstance(target, StateStore) else stack.enter_context(StateStore(target))
-        if src._url.render_as_string(hide_password=False) == dst._url.render_as_string(hide_password=False):
+        if _same_database(src, dst):
             raise ValidationError(f"source and target are the same database: {src.url}")
         with dst._write() as target_conn:
             _require_empty(target_conn, dst.url)
@@ -102,6 +103,23 @@ def copy_store(
     if broken:
         raise CopyVerificationError(f"copy to {dst.url} differs from the source in {', '.join(broken)}")
     return report
+
+
+def _same_database(a: StateStore, b: StateStore) -> bool:
+    """True when both stores reach one database, however its location was spelled."""
+    if a is b:
+        return True
+    x, y = a._url, b._url
+    if a.dialect != b.dialect:
+        return False
+    if a.dialect == "sqlite":
+        if x.database in (None, "", MEMORY) or y.database in (None, "", MEMORY):
+            return False  # every in-memory store is a database of its own
+        try:
+            return os.path.samefile(x.database, y.database)
+        except OSError:
+            return False
+    return (x.host, x.port or 5432, x.database) == (y.host, y.port or 5432, y.database)
 
 
 def _require_empty(conn: Connection, where: str) -> None:

@@ -11,12 +11,15 @@ from .records import PipelineState
 
 MAX_NAME = 255
 MAX_BRANCH = 255
+MAX_ID = 36
 MAX_TICKET_ID = 64
 MAX_TICKET_TITLE = 1000
 MAX_TEXT_BYTES = 1024 * 1024
 MAX_URL = 2048
 MAX_RETRIES_LIMIT = 1000
 MAX_INT = 2**63 - 1
+MAX_INT32 = 2**31 - 1
+"""The largest value of an Integer column (retry counts, version) on PostgreSQL."""
 
 _OWNER = re.compile(r"[A-Za-z0-9](?:-?[A-Za-z0-9]){0,38}")
 _REPO_NAME = re.compile(r"[A-Za-z0-9._-]{1,100}")
@@ -171,5 +174,6 @@ def state(field: str, value: Any) -> PipelineState:
 
 
 def identifier(field: str, value: Any) -> str:
-    """An id as handed out by the store (any non-empty str; unknown ids are NotFound, not invalid)."""
-    return text(field, value, max_chars=MAX_TICKET_ID)
+    """An id as handed out by the store: a non-empty str no longer than the id columns (36), so
+    every engine can compare and store it; unknown ids are NotFound, not invalid."""
+    return text(field, value, max_chars=MAX_ID)

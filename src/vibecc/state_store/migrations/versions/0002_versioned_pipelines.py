@@ -7,8 +7,10 @@ Revises: 0001
 from __future__ import annotations
 
 import sqlalchemy as sa
-from alembic import op
+from alembic import context, op
+from alembic.operations import BatchOperations
 
+from vibecc.state_store.errors import SchemaVersionError
 from vibecc.state_store.models import NAMING_CONVENTION, STATE_VALUES
 
 revision = "0002"
@@ -23,10 +25,10 @@ _TIMESTAMPS = {
 }
 
 
-def _timestamps(batch: object, table: str, *, aware: bool) -> None:
+def _timestamps(batch: BatchOperations, table: str, *, aware: bool) -> None:
     for column in _TIMESTAMPS[table]:
         zone = "'UTC'"
-        batch.alter_column(  # type: ignore[attr-defined]
+        batch.alter_column(
             column,
             existing_nullable=False,
             type_=sa.DateTime(timezone=aware),
@@ -35,7 +37,8 @@ def _timestamps(batch: object, table: str, *, aware: bool) -> None:
         )
 
 
-def upgrade() -> None:
+def _refuse_duplicate_tickets() -> None:
+    """The new unique index needs one active pipeline per ticket; say which break it."""
     bind = op.get_bind()
     duplicates = bind.execute(
         sa.text(
@@ -44,10 +47,15 @@ def upgrade() -> None:
     ).all()
     if duplicates:
         listed = ", ".join(f"{p}#{t}" for p, t in duplicates[:10])
-        raise RuntimeError(
+        raise SchemaVersionError(
             f"cannot upgrade: several active pipelines for one ticket ({listed}); "
             "archive or delete the extra ones first"
         )
+
+
+def upgrade() -> None:
+    if not context.is_offline_mode():
+        _refuse_duplicate_tickets()
     op.execute("UPDATE pipelines SET state = lower(state)")
     op.execute("UPDATE pipelines SET ticket_body = '' WHERE ticket_body IS NULL")
     op.execute("UPDATE pipeline_history SET final_state = lower(final_state)")
