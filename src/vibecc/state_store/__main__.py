@@ -1,0 +1,5 @@
+"""`python -m vibecc.state_store`: the vibecc-state command-line tool."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,210 @@
+"""`vibecc-state projects ...` and `vibecc-state pipelines ...`."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import click
+
+from .cli_common import (
+    STATE,
+    Env,
+    console,
+    emit_json,
+    find_project,
+    json_option,
+    pass_env,
+    project_id,
+    project_option,
+    repos,
+)
+from .cli_views import board, kv_table, pipeline_rows, pipelines_table, project_rows, projects_table
+from .exchange import to_dict
+from .records import Pipeline, Project
+from .store import StateStore
+
+# -- projects --------------------------------------------------------------------------------
+
+
+@click.group()
+def projects() -> None:
+    """Projects: the repositories the orchestrator works on."""
+
+
+def _active(store: StateStore) -> Counter[str]:
+    return Counter(p.project_id for p in store.list_pipelines())
+
+
+def _show_project(project: Project, active: int, as_json: bool) -> None:
+    if as_json:
+        emit_json({**to_dict(project), "active_pipelines": active})
+    else:
+        console().print(kv_table(project_rows(project, active)))
+
+
+@projects.command("list")
+@json_option
+@pass_env
+def list_projects(env: Env, as_json: bool) -> None:
+    """List projects by name."""
+    store = env.store()
+    found, active = store.list_projects(), _active(store)
+    if as_json:
+        emit_json([{**to_dict(p), "active_pipelines": active[p.id]} for p in found])
+    else:
+        console().print(projects_table(found, active))
+
+
+@projects.command("show")
+@click.argument("ref", metavar="REPO|ID")
+@json_option
+@pass_env
+def show_project(env: Env, ref: str, as_json: bool) -> None:
+    """Show one project."""
+    store = env.store()
+    project = find_project(store, ref)
+    _show_project(project, len(store.list_pipelines(project.id)), as_json)
+
+
+@projects.command("add")
+@click.argument("repo")
+@click.option("--name", required=True, help="Display name.")
+@click.option("--base-branch", default="main", show_default=True)
+@click.option("--github-project-id", type=int, help="The GitHub project (board) number.")
+@click.option("--max-retries-ci", type=int, default=3, show_default=True)
+@click.option("--max-retries-review", type=int, default=3, show_default=True)
+@json_option
+@pass_env
+def add_project(
+    env: Env,
+    repo: str,
+    name: str,
+    base_branch: str,
+    github_project_id: int | None,
+    max_retries_ci: int,
+    max_retries_review: int,
+    as_json: bool,
+) -> None:
+    """Add the project of REPO ("owner/name")."""
+    project = env.store(create=True).create_project(
+        name, repo, base_branch, github_project_id, max_retries_ci, max_retries_review
+    )
+    if as_json:
+        _show_project(project, 0, as_json)
+    else:
+        click.echo(f"added project {project.repo} ({project.name}), id {project.id}")
+
+
+@projects.command("update")
+@click.argument("ref", metavar="REPO|ID")
+@click.option("--name")
+@click.option("--base-branch")
+@click.option("--github-project-id", type=int)
+@click.option("--clear-github-project-id", is_flag=True, help="Remove the GitHub project number.")
+@click.option("--max-retries-ci", type=int)
+@click.option("--max-retries-review", type=int)
+@json_option
+@pass_env
+def update_project(
+    env: Env,
+    ref: str,
+    name: str | None,
+    base_branch: str | None,
+    github_project_id: int | None,
+    clear_github_project_id: bool,
+    max_retries_ci: int | None,
+    max_retries_review: int | None,
+    as_json: bool,
+) -> None:
+    """Change the given settings of a project."""
+    if clear_github_project_id and github_project_id is not None:
+        raise click.UsageError("give --github-project-id or --clear-github-project-id, not both")
+    changes: dict[str, Any] = {
+        key: value
+        for key, value in (
+            ("name", name),
+            ("base_branch", base_branch),
+            ("github_project_id", github_project_id),
+            ("max_retries_ci", max_retries_ci),
+            ("max_retries_review", max_retries_review),
+        )
+        if value is not None
+    }
+    if clear_github_project_id:
+        changes["github_project_id"] = None
+    if not changes:
+        raise click.UsageError("nothing to update: give at least one option")
+    store = env.store()
+    project = store.update_project(find_project(store, ref).id, **changes)
+    _show_project(project, len(store.list_pipelines(project.id)), as_json)
+
+
+@projects.command("delete")
+@click.argument("ref", metavar="REPO|ID")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@pass_env
+def delete_project(env: Env, ref: str, yes: bool) -> None:
+    """Delete a project whose pipelines are all finished; its history stays."""
+    store = env.store()
+    project = find_project(store, ref)
+    if not yes:
+        click.confirm(f"Delete project {project.repo} ({project.name})?", abort=True, err=True)
+    store.delete_project(project.id)
+    click.echo(f"deleted project {project.repo}; its history stays")
+
+
+# -- pipelines -------------------------------------------------------------------------------
+
+
+@click.group()
+def pipelines() -> None:
+    """Active pipelines: tickets being worked on."""
+
+
+@pipelines.command("list")
+@project_option
+@click.option("--state", type=STATE, help="Only pipelines in this state.")
+@click.option(
+    "--board/--flat",
+    "as_board",
+    default=None,
+    help="A board with a column per state, or one row per pipeline [default: board on a terminal].",
+)
+@json_option
+@pass_env
+def list_pipelines(
+    env: Env, project_ref: str | None, state: str | None, as_board: bool | None, as_json: bool
+) -> None:
+    """List active pipelines, newest first."""
+    store = env.store()
+    found = store.list_pipelines(project_id(store, project_ref), state)
+    if as_json:
+        emit_json([to_dict(p) for p in found])
+        return
+    out = console()
+    if as_board if as_board is not None else out.is_terminal:
+        out.print(board(found, repos(store)))
+    else:
+        out.print(pipelines_table(found, repos(store)))
+
+
+@pipelines.command("show")
+@click.argument("ref", metavar="ID|REPO#TICKET")
+@json_option
+@pass_env
+def show_pipeline(env: Env, ref: str, as_json: bool) -> None:
+    """Show one active pipeline, by id or as owner/name#ticket."""
+    store = env.store()
+    pipeline = _find_pipeline(store, ref)
+    if as_json:
+        emit_json(to_dict(pipeline))
+    else:
+        console().print(kv_table(pipeline_rows(pipeline, repos(store).get(pipeline.project_id))))
+
+
+def _find_pipeline(store: StateStore, ref: str) -> Pipeline:
+    if "#" in ref:
+        repo, _, ticket = ref.rpartition("#")
+        return store.get_pipeline_by_ticket(store.get_project_by_repo(repo).id, ticket)
+    return store.get_pipeline(ref)
