@@ -1,0 +1,66 @@
+"""The writer that tests/test_crash.py kills with SIGKILL.
+
+    python tests/crash_worker.py DB_PATH ACK_LOG SEED
+
+It opens the store, prints "ready", then creates, updates and archives pipelines of the first
+project until it is killed. After each call has RETURNED it appends one line to ACK_LOG and
+fsyncs it, so every complete line names a write the store reported as done:
+
+    create <pipeline id>
+    update <pipeline id> <version>      (the update also set retry_count_ci = version)
+    archive <pipeline id>
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import sys
+import time
+
+from vibecc.state_store import PipelineState, StateStore
+
+RUN_AT_MOST = 60.0
+"""Seconds after which the worker stops on its own if nobody killed it."""
+
+
+def main(db_path: str, ack_path: str, seed: int) -> None:
+    rng = random.Random(seed)
+    store = StateStore(db_path, busy_timeout=30)
+    project = store.list_projects()[0]
+    active = [p.id for p in store.list_pipelines(project.id)]
+    ack_fd = os.open(ack_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+
+    def ack(line: str) -> None:
+        os.write(ack_fd, f"{line}\n".encode())
+        os.fsync(ack_fd)
+
+    print("ready", flush=True)
+    deadline = time.monotonic() + RUN_AT_MOST
+    serial = 0
+    while time.monotonic() < deadline:
+        serial += 1
+        roll = rng.random()
+        if len(active) < 3 or roll < 0.35:
+            created = store.create_pipeline(project.id, f"s{seed}-{serial}", f"ticket {serial}", "main")
+            active.append(created.id)
+            ack(f"create {created.id}")
+        elif roll < 0.8:
+            target = rng.choice(active)
+            current = store.get_pipeline(target)
+            updated = store.update_pipeline(
+                target,
+                state=rng.choice(list(PipelineState)),
+                retry_count_ci=current.version + 1,
+                feedback=f"{target}:{current.version + 1}",
+                expected_version=current.version,
+            )
+            ack(f"update {target} {updated.version}")
+        else:
+            target = active.pop(rng.randrange(len(active)))
+            store.archive_pipeline(target)
+            ack(f"archive {target}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2], int(sys.argv[3]))

@@ -1,0 +1,194 @@
+"""Crash safety on SQLite: a writer killed with SIGKILL at random moments loses no acknowledged
+write and leaves a database that opens and works at once.
+
+tests/crash_worker.py writes in a loop and logs each call only after it returned (fsync'd). The
+test kills it 30 times on one database file and, after each kill, checks every write
+acknowledged so far in any round. Set VIBECC_CRASH_SEED to replay a run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import select
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from vibecc.state_store import HistoryStats, PipelineState, StateStore
+
+WORKER = Path(__file__).with_name("crash_worker.py")
+ROUNDS = 30
+READY_WAIT = 60.0
+"""Seconds a worker may take to import and open the store (a slow CI machine), not a limit on it."""
+
+
+@dataclass
+class Acknowledged:
+    """What the workers reported done, over all rounds so far."""
+
+    created: set[str] = field(default_factory=set)
+    version: dict[str, int] = field(default_factory=dict)
+    archived: set[str] = field(default_factory=set)
+    writes: int = 0
+
+    def read(self, log: Path) -> None:
+        data = log.read_text(encoding="utf-8") if log.exists() else ""
+        # A line cut by the kill has no newline: that write was never acknowledged.
+        for line in data.split("\n")[:-1]:
+            kind, pipeline_id, *rest = line.split()
+            self.writes += 1
+            if kind == "create":
+                self.created.add(pipeline_id)
+                self.version.setdefault(pipeline_id, 1)
+            elif kind == "update":
+                self.version[pipeline_id] = int(rest[0])
+            elif kind == "archive":
+                self.archived.add(pipeline_id)
+            else:
+                raise AssertionError(f"unknown acknowledgement {line!r} in {log}")
+
+
+def _integrity(path: Path) -> tuple[str, list[tuple[object, ...]], list[tuple[object, ...]]]:
+    conn = sqlite3.connect(path)
+    try:
+        check = conn.execute("PRAGMA integrity_check").fetchall()
+        broken_keys = conn.execute("PRAGMA foreign_key_check").fetchall()
+        twice = conn.execute("SELECT id FROM pipeline_history GROUP BY id HAVING count(*) > 1").fetchall()
+    finally:
+        conn.close()
+    return "; ".join(str(row[0]) for row in check), broken_keys, twice
+
+
+def _recomputed(store: StateStore) -> HistoryStats:
+    rows = list(store.iter_history())
+    if not rows:
+        return HistoryStats(0, 0, 0, 0.0, 0.0, 0.0)
+    n = len(rows)
+    return HistoryStats(
+        n,
+        sum(r.final_state is PipelineState.MERGED for r in rows),
+        sum(r.final_state is PipelineState.FAILED for r in rows),
+        sum(r.duration_seconds for r in rows) / n,
+        sum(r.total_retries_ci for r in rows) / n,
+        sum(r.total_retries_review for r in rows) / n,
+    )
+
+
+def _check_after_kill(path: Path, acked: Acknowledged, round_no: int) -> None:
+    # The store must open at once, before anything else touches the file.
+    with StateStore(path, busy_timeout=5) as store:
+        integrity, broken_keys, twice = _integrity(path)
+        assert integrity == "ok", f"round {round_no}: integrity_check says {integrity}"
+        assert broken_keys == [], f"round {round_no}: broken foreign keys {broken_keys}"
+        assert twice == [], f"round {round_no}: history ids stored twice: {twice}"
+        active = {p.id: p for p in store.list_pipelines()}
+        history = {h.id: h for h in store.iter_history()}
+        assert not active.keys() & history.keys(), f"round {round_no}: pipelines both active and archived"
+        for pipeline in active.values():
+            # The worker writes retry_count_ci = version in the same update: a torn write shows here.
+            assert pipeline.version == 1 or pipeline.retry_count_ci == pipeline.version, pipeline
+            assert pipeline.feedback in (None, f"{pipeline.id}:{pipeline.version}"), pipeline
+        for pipeline_id in acked.created | acked.version.keys():
+            assert pipeline_id in active or pipeline_id in history, (
+                f"round {round_no}: acknowledged pipeline {pipeline_id} is gone"
+            )
+        unacknowledged = 0
+        for pipeline_id in active.keys() | history.keys():
+            # retry_count_ci = version after every update, so history shows the archived version.
+            final = (
+                active[pipeline_id].version
+                if pipeline_id in active
+                else history[pipeline_id].total_retries_ci
+            )
+            final = max(final, 1)
+            version = acked.version.get(pipeline_id, 0)
+            assert final >= version, (
+                f"round {round_no}: {pipeline_id} is at version {final}, acknowledged {version}"
+            )
+            unacknowledged += final - max(version, 1)
+            unacknowledged += pipeline_id not in acked.created
+            unacknowledged += pipeline_id in history and pipeline_id not in acked.archived
+        # Each kill can leave at most the one write that was in flight committed but unacknowledged.
+        assert unacknowledged <= round_no + 1, (
+            f"round {round_no}: {unacknowledged} writes committed that no worker acknowledged"
+        )
+        for pipeline_id in acked.archived:
+            assert pipeline_id in history, f"round {round_no}: acknowledged archive of {pipeline_id} lost"
+            assert pipeline_id not in active, f"round {round_no}: archived {pipeline_id} is active again"
+        assert store.get_history_stats() == _recomputed(store), f"round {round_no}: kept stats drifted"
+        project = store.list_projects()[0]
+        assert (
+            store.update_project(project.id, name=f"after kill {round_no}").name == f"after kill {round_no}"
+        )
+
+
+def _start_worker(path: Path, log: Path, seed: int, errors: Path) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    with errors.open("a") as stderr:
+        return subprocess.Popen(
+            [sys.executable, str(WORKER), str(path), str(log), str(seed)],
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+            env=env,
+        )
+
+
+def _wait_ready(worker: subprocess.Popen[str], errors: Path) -> None:
+    assert worker.stdout is not None
+    ready, _, _ = select.select([worker.stdout], [], [], READY_WAIT)
+    line = worker.stdout.readline() if ready else ""
+    if line.strip() != "ready":
+        worker.kill()
+        worker.wait()
+        pytest.fail(f"crash worker did not start: {errors.read_text()[-2000:]}")
+
+
+@pytest.mark.slow
+def test_sigkilled_writer_loses_no_acknowledged_write(tmp_path: Path) -> None:
+    seed = int(os.environ.get("VIBECC_CRASH_SEED", str(random.SystemRandom().randrange(2**32))))
+    rng = random.Random(seed)
+    path = tmp_path / "crash.db"
+    errors = tmp_path / "worker-stderr.txt"
+    with StateStore(path) as store:
+        store.create_project("crash", "acme/crash")
+    acked = Acknowledged()
+    kills = 0
+    for round_no in range(ROUNDS):
+        log = tmp_path / f"ack-{round_no}.log"
+        worker = _start_worker(path, log, rng.randrange(2**31), errors)
+        try:
+            _wait_ready(worker, errors)
+            time.sleep(rng.uniform(0.02, 0.3))
+            assert worker.poll() is None, f"seed {seed}: worker exited early: {errors.read_text()[-2000:]}"
+            worker.send_signal(signal.SIGKILL)
+        finally:
+            worker.kill()
+            worker.wait()
+            if worker.stdout is not None:
+                worker.stdout.close()
+        assert worker.returncode == -signal.SIGKILL
+        kills += 1
+        acked.read(log)
+        _check_after_kill(path, acked, round_no)
+    assert kills == ROUNDS
+    assert acked.writes > ROUNDS, f"seed {seed}: the workers acknowledged only {acked.writes} writes"
+    assert acked.archived, "no archive was acknowledged"
+    assert any(version > 1 for version in acked.version.values()), "no update was acknowledged"
+    _record({"crash_kills": kills, "crash_acknowledged_writes": acked.writes})
+
+
+def _record(figures: dict[str, int]) -> None:
+    target = os.environ.get("VIBECC_RELIABILITY_FIGURES")
+    if target:
+        with open(target, "a", encoding="utf-8") as out:
+            for name, value in figures.items():
+                out.write(json.dumps({"figure": name, "engine": "sqlite", "value": value}) + "\n")

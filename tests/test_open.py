@@ -1,0 +1,244 @@
+"""Opening a store: locations, lifecycle, secrets kept out of sight, bad arguments, SQLite pragmas."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from sqlalchemy.engine import make_url
+
+from vibecc.state_store import StateStore, StorageError, ValidationError
+from vibecc.state_store.migrate import HEAD, current
+
+if TYPE_CHECKING:
+    from tests.conftest import PostgresServer
+
+PASSWORD = "pa55-w0rd-XYZ"
+
+
+def round_trip(store: StateStore) -> None:
+    project = store.create_project("Acme", "acme/widgets")
+    assert store.get_project(project.id) == project
+
+
+def test_relative_path_is_under_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+
+    with StateStore("state/vibecc.db") as store:
+        round_trip(store)
+        assert store.url.endswith(str(tmp_path / "state" / "vibecc.db"))
+
+    assert (tmp_path / "state" / "vibecc.db").is_file()
+
+
+def test_default_path_is_vibecc_db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+
+    with StateStore() as store:
+        round_trip(store)
+
+    assert (tmp_path / "vibecc.db").is_file()
+
+
+@pytest.mark.parametrize("kind", ["str", "path", "url"])
+def test_nested_new_folders_are_created(tmp_path: Path, kind: str) -> None:
+    target = tmp_path / "a" / "b" / "c" / "vibecc.db"
+    location: Any = {"str": str(target), "path": target, "url": f"sqlite:///{target}"}[kind]
+
+    with StateStore(location) as store:
+        round_trip(store)
+        assert store.dialect == "sqlite"
+
+    assert target.is_file()
+    with StateStore(target) as again:
+        assert [p.repo for p in again.list_projects()] == ["acme/widgets"]
+
+
+def test_new_file_is_private(tmp_path: Path) -> None:
+    target = tmp_path / "private" / "vibecc.db"
+
+    with StateStore(target) as store:
+        round_trip(store)
+
+    assert target.stat().st_mode & 0o777 == 0o600
+
+
+def test_memory_store_works_and_is_its_own(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+
+    with StateStore(":memory:") as first, StateStore(":memory:") as second:
+        round_trip(first)
+        assert current(first._engine) == HEAD
+        assert [p.repo for p in first.list_projects()] == ["acme/widgets"]
+        assert second.list_projects() == []
+        assert first.dialect == "sqlite"
+    assert not list(tmp_path.iterdir())
+
+
+def test_data_survives_reopening(store_url: str) -> None:
+    with StateStore(store_url) as store:
+        project = store.create_project("Acme", "acme/widgets")
+        pipeline = store.create_pipeline(project.id, 1, "t", "b")
+
+    with StateStore(store_url) as store:
+        assert store.get_project(project.id) == project
+        assert store.get_pipeline(pipeline.id) == pipeline
+
+
+def test_two_stores_on_one_database_see_each_other(store_url: str) -> None:
+    with StateStore(store_url) as first, StateStore(store_url) as second:
+        project = first.create_project("Acme", "acme/widgets")
+        pipeline = second.create_pipeline(project.id, 1, "t", "b")
+        assert first.get_pipeline(pipeline.id) == pipeline
+        assert second.update_pipeline(pipeline.id, state="coding", expected_version=1).version == 2
+        assert first.get_pipeline(pipeline.id).version == 2
+
+
+def test_dialect_matches_engine(store: StateStore, engine_name: str) -> None:
+    assert store.dialect == engine_name
+    assert repr(store) == f"StateStore({store.url!r})"
+
+
+AFTER_CLOSE = [
+    ("list_projects", lambda s: s.list_projects()),
+    ("create_project", lambda s: s.create_project("Acme", "acme/new")),
+    ("get_project", lambda s: s.get_project("some-id")),
+    ("list_pipelines", lambda s: s.list_pipelines()),
+    ("update_pipeline", lambda s: s.update_pipeline("some-id", state="coding")),
+    ("claim_pipeline", lambda s: s.claim_pipeline()),
+    ("archive_pipeline", lambda s: s.archive_pipeline("some-id")),
+    ("get_history", lambda s: s.get_history()),
+    ("get_history_stats", lambda s: s.get_history_stats()),
+    ("iter_history", lambda s: list(s.iter_history())),
+    ("prune_history", lambda s: s.prune_history(before=datetime.now(UTC))),
+]
+
+
+@pytest.mark.parametrize(("name", "action"), AFTER_CLOSE, ids=[name for name, _ in AFTER_CLOSE])
+def test_calls_after_close_raise_storage_error(store_url: str, name: str, action: Any) -> None:
+    store = StateStore(store_url)
+    store.create_project("Acme", "acme/widgets")
+    store.close()
+    store.close()  # closing twice is harmless
+
+    with pytest.raises(StorageError, match="the store is closed"):
+        action(store)
+
+    with StateStore(store_url) as again:
+        assert [p.repo for p in again.list_projects()] == ["acme/widgets"]
+
+
+def test_context_manager_closes(store_url: str) -> None:
+    with StateStore(store_url) as store:
+        round_trip(store)
+
+    with pytest.raises(StorageError, match="closed"):
+        store.list_projects()
+
+
+def test_password_never_shown_and_unreachable_server_is_storage_error() -> None:
+    url = f"postgresql+psycopg://vibecc:{PASSWORD}@127.0.0.1:1/vibecc_prod"
+
+    with pytest.raises(StorageError) as caught:
+        StateStore(url, connect_timeout=2)
+
+    message = str(caught.value)
+    assert "127.0.0.1" in message
+    assert "vibecc_prod" in message
+    assert PASSWORD not in message
+    assert PASSWORD not in repr(caught.value)
+
+
+def test_url_and_repr_mask_the_password(pg_server: PostgresServer) -> None:
+    location = pg_server.create_database()
+    # The test server trusts local connections, so any password opens it.
+    with_password = make_url(location).set(password=PASSWORD).render_as_string(hide_password=False)
+
+    with StateStore(with_password) as store:
+        round_trip(store)
+        assert PASSWORD not in store.url
+        assert PASSWORD not in repr(store)
+        assert "***" in store.url
+        assert make_url(store.url).database == make_url(location).database
+
+
+@pytest.mark.parametrize(
+    ("db_path", "match"),
+    [
+        ("", "db_path must be a non-empty path or URL"),
+        ("   ", "db_path must be a non-empty path or URL"),
+        ("vibecc\x00.db", "db_path must not contain a NUL"),
+        (None, "db_path must be a path or URL, got NoneType"),
+        (42, "db_path must be a path or URL, got int"),
+        (b"vibecc.db", "db_path"),
+        ("mysql://user@host/db", "unsupported database 'mysql'"),
+        ("http://example.com/db", "unsupported database 'http'"),
+        ("not a url://", "db_path is not a valid database URL"),
+    ],
+)
+def test_bad_db_path_raises_validation_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, db_path: Any, match: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+
+    with pytest.raises(ValidationError, match=match):
+        StateStore(db_path)
+
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("pool_size", 0),
+        ("pool_size", True),
+        ("pool_size", "5"),
+        ("max_overflow", -1),
+        ("pool_timeout", 0),
+        ("connect_timeout", -1),
+        ("connect_timeout", "10"),
+        ("busy_timeout", 0),
+        ("busy_timeout", 86401),
+        ("busy_timeout", True),
+        ("statement_timeout", 0),
+        ("statement_timeout", float("nan")),
+    ],
+)
+def test_bad_options_raise_validation_error(tmp_path: Path, option: str, value: Any) -> None:
+    with pytest.raises(ValidationError, match=option):
+        StateStore(tmp_path / "vibecc.db", **{option: value})
+
+    assert not (tmp_path / "vibecc.db").exists()
+
+
+def test_folder_in_the_way_is_storage_error(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("not a folder")
+
+    with pytest.raises(StorageError, match="SQLite database"):
+        StateStore(tmp_path / "file" / "vibecc.db")
+    with pytest.raises(StorageError, match=str(tmp_path)):
+        StateStore(tmp_path)
+
+
+def test_sqlite_pragmas_in_force_on_every_connection(tmp_path: Path) -> None:
+    with StateStore(tmp_path / "vibecc.db") as store:
+        round_trip(store)
+        connections = [store._engine.connect() for _ in range(3)]
+        try:
+            for conn in connections:
+                assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+                assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2
+                assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+                assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar_one() >= 5000
+        finally:
+            for conn in connections:
+                conn.close()
+
+
+def test_sqlite_busy_timeout_option_is_applied(tmp_path: Path) -> None:
+    with StateStore(tmp_path / "vibecc.db", busy_timeout=7.5) as store, store._engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 7500

@@ -1,0 +1,238 @@
+"""Projects: create, read, list, update, delete (with the archive of finished pipelines)."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from vibecc.state_store import (
+    PipelineState,
+    ProjectExistsError,
+    ProjectHasActivePipelinesError,
+    ProjectNotFoundError,
+    StateStore,
+)
+
+if TYPE_CHECKING:
+    from tests import helpers
+else:
+    import helpers
+
+
+def test_create_project_defaults(store: StateStore) -> None:
+    project = store.create_project("Acme", "acme/widgets")
+
+    assert uuid.UUID(project.id)
+    assert (project.name, project.repo, project.base_branch) == ("Acme", "acme/widgets", "main")
+    assert project.github_project_id is None
+    assert (project.max_retries_ci, project.max_retries_review) == (3, 3)
+    assert project.created_at == project.updated_at
+    assert helpers.is_utc(project.created_at)
+    assert store.get_project(project.id) == project
+
+
+def test_create_project_all_arguments(store: StateStore) -> None:
+    project = store.create_project(
+        "Acme",
+        "acme/widgets",
+        base_branch="develop",
+        github_project_id=7,
+        max_retries_ci=0,
+        max_retries_review=1000,
+    )
+
+    assert project.base_branch == "develop"
+    assert project.github_project_id == 7
+    assert (project.max_retries_ci, project.max_retries_review) == (0, 1000)
+    assert store.get_project(project.id) == project
+
+
+def test_create_project_same_repo_raises(store: StateStore) -> None:
+    first = store.create_project("Acme", "acme/widgets")
+
+    with pytest.raises(ProjectExistsError, match="acme/widgets"):
+        store.create_project("Other name", "acme/widgets", base_branch="dev")
+
+    assert store.list_projects() == [first]
+
+
+def test_get_project_by_repo(store: StateStore) -> None:
+    project = store.create_project("Acme", "acme/widgets")
+    store.create_project("Other", "acme/gadgets")
+
+    assert store.get_project_by_repo("acme/widgets") == project
+
+
+def test_get_project_unknown_id_raises(store: StateStore) -> None:
+    store.create_project("Acme", "acme/widgets")
+    missing = str(uuid.uuid4())
+
+    with pytest.raises(ProjectNotFoundError, match=missing):
+        store.get_project(missing)
+
+
+def test_get_project_by_unknown_repo_raises(store: StateStore) -> None:
+    store.create_project("Acme", "acme/widgets")
+
+    with pytest.raises(ProjectNotFoundError, match="acme/nothing"):
+        store.get_project_by_repo("acme/nothing")
+
+
+def test_list_projects_empty(store: StateStore) -> None:
+    assert store.list_projects() == []
+
+
+def test_list_projects_ordered_by_name_then_id(store: StateStore) -> None:
+    created = [
+        store.create_project(name, f"acme/repo{i}")
+        for i, name in enumerate(["delta", "alpha", "charlie", "bravo", "alpha", "charlie"])
+    ]
+
+    listed = store.list_projects()
+
+    assert listed == sorted(created, key=lambda p: (p.name, p.id))
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("name", "Renamed"),
+        ("base_branch", "release/2.0"),
+        ("github_project_id", 99),
+        ("max_retries_ci", 9),
+        ("max_retries_review", 0),
+    ],
+)
+def test_update_project_changes_only_given_field(store: StateStore, field: str, value: Any) -> None:
+    project = store.create_project("Acme", "acme/widgets", github_project_id=5)
+    other = store.create_project("Other", "acme/other")
+
+    updated = store.update_project(project.id, **{field: value})
+
+    assert updated == replace(project, **{field: value}, updated_at=updated.updated_at)
+    assert updated.updated_at > project.updated_at
+    assert store.get_project(project.id) == updated
+    assert store.get_project(other.id) == other
+
+
+def test_update_project_none_clears_github_project_id(store: StateStore) -> None:
+    project = store.create_project("Acme", "acme/widgets", github_project_id=5)
+
+    updated = store.update_project(project.id, github_project_id=None)
+
+    assert updated.github_project_id is None
+    assert store.get_project(project.id).github_project_id is None
+    assert updated.name == "Acme"
+
+
+def test_update_project_without_fields_only_moves_updated_at(store: StateStore) -> None:
+    project = store.create_project("Acme", "acme/widgets", github_project_id=5)
+
+    updated = store.update_project(project.id)
+
+    assert updated.updated_at > project.updated_at
+    assert updated == replace(project, updated_at=updated.updated_at)
+    assert store.get_project(project.id) == updated
+
+
+def test_update_project_successive_updates_keep_moving_updated_at(store: StateStore) -> None:
+    project = store.create_project("Acme", "acme/widgets")
+    stamps = [project.updated_at]
+    for i in range(3):
+        stamps.append(store.update_project(project.id, max_retries_ci=i).updated_at)
+
+    assert stamps == sorted(set(stamps))
+
+
+def test_update_project_unknown_id_raises(store: StateStore) -> None:
+    missing = str(uuid.uuid4())
+
+    with pytest.raises(ProjectNotFoundError, match=missing):
+        store.update_project(missing, name="x")
+
+
+def test_delete_project_without_pipelines(store: StateStore) -> None:
+    project = store.create_project("Acme", "acme/widgets")
+    other = store.create_project("Other", "acme/other")
+
+    store.delete_project(project.id)
+
+    with pytest.raises(ProjectNotFoundError):
+        store.get_project(project.id)
+    assert store.list_projects() == [other]
+
+
+def test_delete_project_unknown_id_raises(store: StateStore) -> None:
+    missing = str(uuid.uuid4())
+
+    with pytest.raises(ProjectNotFoundError, match=missing):
+        store.delete_project(missing)
+
+
+@pytest.mark.parametrize("state", PipelineState.active())
+def test_delete_project_with_active_pipeline_raises(store: StateStore, state: PipelineState) -> None:
+    project = store.create_project("Acme", "acme/widgets")
+    finished = store.create_pipeline(project.id, 1, "done", "b1")
+    finished = store.update_pipeline(finished.id, state=PipelineState.MERGED)
+    active = store.create_pipeline(project.id, 2, "busy", "b2")
+    active = store.update_pipeline(active.id, state=state)
+
+    with pytest.raises(ProjectHasActivePipelinesError, match=project.id):
+        store.delete_project(project.id)
+
+    assert store.get_project(project.id) == project
+    assert store.get_pipeline(active.id) == active
+    assert store.get_pipeline(finished.id) == finished
+    assert store.count_history() == 0
+
+
+def test_delete_project_archives_finished_pipelines(store: StateStore) -> None:
+    project = store.create_project("Acme", "acme/widgets")
+    merged = store.create_pipeline(project.id, 1, "one", "b1")
+    merged = store.update_pipeline(merged.id, state="merged", pr_id=11, retry_count_ci=2)
+    failed = store.create_pipeline(project.id, 2, "two", "b2")
+    failed = store.update_pipeline(failed.id, state="failed", retry_count_review=3)
+    saved = store.save_to_history(failed)
+    other = store.create_project("Other", "acme/other")
+    other_pipeline = store.create_pipeline(other.id, 1, "other", "b")
+
+    store.delete_project(project.id)
+
+    assert store.list_pipelines() == [other_pipeline]
+    history = store.get_history(project_id=project.id)
+    assert {r.id for r in history} == {merged.id, failed.id}
+    assert store.get_history_record(failed.id) == saved
+    archived = store.get_history_record(merged.id)
+    assert (archived.final_state, archived.pr_id, archived.total_retries_ci) == (PipelineState.MERGED, 11, 2)
+    assert archived.started_at == merged.created_at
+    assert store.get_history_stats(project.id) == helpers.stats_of(history)
+    assert store.get_history_stats() == helpers.stats_of(store.get_history())
+
+
+def test_delete_project_keeps_its_history_and_stats(store: StateStore) -> None:
+    project = store.create_project("Acme", "acme/widgets")
+    for ticket, state in [(1, "merged"), (2, "failed"), (3, "merged")]:
+        pipeline = store.create_pipeline(project.id, ticket, "t", f"b{ticket}")
+        store.update_pipeline(pipeline.id, state=state, retry_count_ci=ticket)
+        store.archive_pipeline(pipeline.id)
+    history = store.get_history(project_id=project.id)
+    stats = store.get_history_stats(project.id)
+
+    store.delete_project(project.id)
+
+    assert store.get_history(project_id=project.id) == history
+    assert store.get_history_stats(project.id) == stats == helpers.stats_of(history)
+    assert stats.total_completed == 3
+
+
+def test_repo_can_be_reused_after_delete(store: StateStore) -> None:
+    project = store.create_project("Acme", "acme/widgets")
+    store.delete_project(project.id)
+
+    again = store.create_project("Acme again", "acme/widgets")
+
+    assert again.id != project.id
+    assert store.get_project_by_repo("acme/widgets") == again

@@ -1,0 +1,218 @@
+"""`vibecc-state report --html`: one self-contained page whose numbers are those of history stats."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from datetime import UTC, datetime
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from vibecc.state_store import StateStore
+from vibecc.state_store.report import MAX_DAILY_BARS, Bar, ReportData, collect
+from vibecc.state_store.report_html import render
+
+if TYPE_CHECKING:
+    from tests.test_cli import Done, add_history, as_json, ok
+else:
+    from test_cli import Done, add_history, as_json, ok
+
+VOID = {"meta", "br", "img", "input", "link", "hr", "col", "area", "base", "wbr", "source"}
+EVIL = "<script>alert('x')</script> & \"quotes\""
+
+
+class Page(HTMLParser):
+    """Collects what the tests look at, and checks that every element is closed in order."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.stack: list[str] = []
+        self.tags: Counter[str] = Counter()
+        self.attrs: list[tuple[str, str, str]] = []
+        self.kpis: dict[str, Any] = {}
+        self.tooltips: list[str] = []
+        self.text: list[str] = []
+        self._in_title = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags[tag] += 1
+        values = {k: v or "" for k, v in attrs}
+        self.attrs.extend((tag, k, v) for k, v in values.items())
+        if "data-key" in values:
+            self.kpis[values["data-key"]] = json.loads(values["data-value"])
+        if tag not in VOID:
+            self.stack.append(tag)
+        self._in_title = tag == "title" and "svg" in self.stack
+
+    def handle_endtag(self, tag: str) -> None:
+        assert self.stack[-1:] == [tag], f"</{tag}> closes {self.stack[-1:]}"
+        self.stack.pop()
+        self._in_title = False
+
+    def handle_data(self, data: str) -> None:
+        self.text.append(data)
+        if self._in_title:
+            self.tooltips.append(data)
+
+
+def parse(html: str) -> Page:
+    page = Page()
+    page.feed(html)
+    page.close()
+    assert page.stack == [], page.stack
+    return page
+
+
+@pytest.fixture
+def filled(store_url: str) -> str:
+    with StateStore(store_url) as store:
+        web = add_history(
+            store,
+            "acme/web",
+            [
+                Done(1, 0, 30),
+                Done(2, 0.5, 400, retries_ci=1),
+                Done(3, 1, 2000, merged=False, retries_ci=3, retries_review=3),
+                Done(4, 3, 9000, retries_review=1),
+            ],
+        )
+        add_history(store, "acme/api", [Done(9, 2, 100_000, merged=False)])
+        project = store.get_project(web)
+        store.update_project(project.id, name=EVIL)
+        active = store.create_pipeline(web, 77, EVIL, "ticket-77")
+        store.update_pipeline(active.id, state="review", pr_id=5, pr_url="https://github.com/acme/web/pull/5")
+        store.create_pipeline(web, 78, "Queued one", "ticket-78")
+    return store_url
+
+
+def _report(db: str, tmp_path: Path, *args: str) -> Page:
+    path = tmp_path / "out" / "report.html"
+    shown = ok(db, "report", "--html", str(path), *args)
+    assert f"wrote {path}" in shown.stdout
+    return parse(path.read_text(encoding="utf-8"))
+
+
+@pytest.mark.parametrize(
+    "filters",
+    [
+        (),
+        ("--project", "acme/web"),
+        ("--since", "2025-03-05"),
+        ("--project", "acme/web", "--until", "2025-03-05"),
+    ],
+)
+def test_report_numbers_are_those_of_history_stats(
+    filled: str, tmp_path: Path, filters: tuple[str, ...]
+) -> None:
+    page = _report(filled, tmp_path, *filters)
+    stats = as_json(filled, "history", "stats", *filters)
+    shown = {key: stats[key] for key in page.kpis}
+    assert page.kpis == shown
+    assert len(page.kpis) == 9
+    # Each chart adds up to the same totals: per day, by duration and by retries.
+    bars = [re.fullmatch(r"(.+): (\d+) merged, (\d+) failed", t) for t in page.tooltips]
+    assert all(bars)
+    daily = [m for m in bars if m and re.fullmatch(r"\d{4}-\d\d-\d\d", m.group(1))]
+    others = [m for m in bars if m and m not in daily]
+    assert sum(int(m.group(2)) for m in daily) == stats["total_merged"]
+    assert sum(int(m.group(3)) for m in daily) == stats["total_failed"]
+    assert sum(int(m.group(2)) for m in others) == 2 * stats["total_merged"]
+    assert sum(int(m.group(3)) for m in others) == 2 * stats["total_failed"]
+
+
+def test_report_is_self_contained(filled: str, tmp_path: Path) -> None:
+    page = _report(filled, tmp_path)
+    assert page.tags["script"] == 0
+    assert page.tags["link"] == 0
+    assert page.tags["img"] == 0
+    assert page.tags["svg"] == 3
+    assert page.tags["style"] == 1
+    for tag, name, value in page.attrs:
+        assert name not in ("src", "href"), (tag, name, value)
+        assert not re.search(r"https?://", value), (tag, name, value)
+    html = (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
+    assert "@import" not in html
+    assert "url(" not in html
+
+
+def test_report_escapes_stored_text_and_shows_the_board(filled: str, tmp_path: Path) -> None:
+    page = _report(filled, tmp_path, "--project", "acme/web")
+    html = (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
+    assert "<script>" not in html
+    assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt; &amp; &quot;quotes&quot;" in html
+    text = " ".join(page.text)
+    assert EVIL in text  # shown as text: in the scope line and on the board
+    assert "Current board: 2 active pipelines" in text
+    assert "review (1)" in text
+    assert "queued (1)" in text
+    assert "PR #5" in text
+
+
+def test_report_of_an_empty_store(store_url: str, tmp_path: Path) -> None:
+    page = _report(store_url, tmp_path)
+    assert page.kpis["total_completed"] == 0
+    assert page.kpis["p50_duration_seconds"] is None
+    assert "No finished tickets in this window." in " ".join(page.text)
+
+
+def test_long_histories_are_shown_per_week(store_url: str) -> None:
+    with StateStore(store_url) as store:
+        add_history(store, "acme/web", [Done(n, n * 3, 60, merged=n % 4 != 0) for n in range(100)])
+        data = collect(store)
+    assert data.finished_unit == "week"
+    assert len(data.finished) <= MAX_DAILY_BARS
+    assert sum(b.merged for b in data.finished) == 75
+    assert sum(b.failed for b in data.finished) == 25
+    assert all(datetime.fromisoformat(b.label).weekday() == 0 for b in data.finished)
+
+
+def test_durations_and_retries_are_binned(store_url: str) -> None:
+    with StateStore(store_url) as store:
+        add_history(
+            store,
+            "acme/web",
+            [Done(1, 0, 59), Done(2, 0, 60), Done(3, 0, 86_400, retries_ci=9), Done(4, 0, 500, merged=False)],
+        )
+        data = collect(store)
+    durations = {b.label: (b.merged, b.failed) for b in data.durations}
+    assert durations["<1m"] == (1, 0)
+    assert durations["1-5m"] == (1, 0)
+    assert durations["5-15m"] == (0, 1)
+    assert durations["1d+"] == (1, 0)
+    assert [b.label for b in data.retries][-1] == "5+"
+    assert data.retries[-1] == Bar("5+", 1, 0)
+    assert data.retries[0] == Bar("0", 2, 1)
+
+
+def test_render_is_a_pure_function_of_the_data() -> None:
+    data = ReportData(
+        title="T",
+        scope="S",
+        generated_at=datetime(2025, 1, 1, tzinfo=UTC),
+        stats={
+            "total_completed": 1,
+            "total_merged": 1,
+            "total_failed": 0,
+            "success_rate": 1.0,
+            "avg_duration_seconds": 3725.0,
+            "p50_duration_seconds": 3725.0,
+            "p95_duration_seconds": 3725.0,
+            "avg_retries_ci": 0.0,
+            "avg_retries_review": 0.0,
+        },
+        finished=(Bar("2025-01-01", 1, 0),),
+        finished_unit="day",
+        durations=(),
+        retries=(),
+        board={},
+    )
+    html = render(data)
+    assert html == render(data)
+    page = parse(html)
+    assert "1h 02m" in " ".join(page.text)
+    assert "100.0%" in " ".join(page.text)
+    assert page.tooltips == ["2025-01-01: 1 merged, 0 failed"]

@@ -1,0 +1,131 @@
+"""One StateStore shared by 8 threads: no errors, no lost writes, no double claims."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, TypeVar
+
+from vibecc.state_store import Pipeline, PipelineState, StaleVersionError, StateStore
+
+if TYPE_CHECKING:
+    from tests import helpers
+else:
+    import helpers
+
+THREADS = 8
+T = TypeVar("T")
+
+
+def run_together(work: Callable[[int], T]) -> list[T]:
+    """Run work(0..THREADS-1) on THREADS threads released at the same moment; re-raise any error."""
+    start = threading.Barrier(THREADS, timeout=30)
+
+    def task(index: int) -> T:
+        start.wait()
+        return work(index)
+
+    with ThreadPoolExecutor(THREADS) as pool:
+        futures = [pool.submit(task, i) for i in range(THREADS)]
+        return [f.result(timeout=120) for f in futures]
+
+
+def test_increments_with_expected_version_lose_nothing(store: StateStore) -> None:
+    project = store.create_project("Acme", "acme/widgets")
+    pipeline = store.create_pipeline(project.id, 1, "t", "b")
+    rounds = 10
+
+    def increment(_: int) -> int:
+        conflicts = 0
+        for _ in range(rounds):
+            while True:
+                current = store.get_pipeline(pipeline.id)
+                try:
+                    store.update_pipeline(
+                        pipeline.id,
+                        retry_count_ci=current.retry_count_ci + 1,
+                        expected_version=current.version,
+                    )
+                    break
+                except StaleVersionError:
+                    conflicts += 1
+        return conflicts
+
+    run_together(increment)
+
+    final = store.get_pipeline(pipeline.id)
+    assert final.retry_count_ci == THREADS * rounds
+    assert final.version == 1 + THREADS * rounds
+
+
+def test_creates_updates_archives_from_many_threads(store: StateStore) -> None:
+    per_thread = 5
+
+    def lifecycle(index: int) -> list[str]:
+        project = store.create_project(f"project {index}", f"acme/repo-{index}")
+        archived = []
+        for ticket in range(per_thread):
+            pipeline = store.create_pipeline(project.id, ticket, f"t{ticket}", f"vibecc/{ticket}")
+            store.update_pipeline(pipeline.id, state="coding")
+            store.update_pipeline(pipeline.id, state="testing", pr_id=ticket + 1, retry_count_ci=index)
+            final = "merged" if ticket % 2 else "failed"
+            store.update_pipeline(pipeline.id, state=final, retry_count_review=ticket)
+            archived.append(store.archive_pipeline(pipeline.id).id)
+        store.create_pipeline(project.id, "left", "stays active", "vibecc/left")
+        return archived
+
+    archived = [i for ids in run_together(lifecycle) for i in ids]
+
+    assert len(set(archived)) == THREADS * per_thread
+    history = list(store.iter_history())
+    assert sorted(r.id for r in history) == sorted(archived)
+    assert all(r.version == 1 for r in store.list_pipelines())
+    assert len(store.list_pipelines()) == THREADS
+    assert len(store.list_projects()) == THREADS
+    assert store.get_history_stats() == helpers.stats_of(history)
+    for project in store.list_projects():
+        mine = [r for r in history if r.project_id == project.id]
+        assert len(mine) == per_thread
+        assert store.get_history_stats(project.id) == helpers.stats_of(mine)
+        assert {r.total_retries_ci for r in mine} == {int(project.repo.rsplit("-", 1)[1])}
+
+
+def test_concurrent_claims_never_hand_out_a_pipeline_twice(store: StateStore) -> None:
+    project = store.create_project("Acme", "acme/widgets")
+    made = [store.create_pipeline(project.id, ticket, "t", "b") for ticket in range(40)]
+
+    def claim_all(_: int) -> list[Pipeline]:
+        claimed = []
+        while (pipeline := store.claim_pipeline()) is not None:
+            claimed.append(pipeline)
+        return claimed
+
+    claimed = [p for batch in run_together(claim_all) for p in batch]
+
+    assert Counter(p.id for p in claimed) == Counter(p.id for p in made)
+    assert all(p.state is PipelineState.CODING and p.version == 2 for p in claimed)
+    assert store.list_pipelines(state="queued") == []
+
+
+def test_readers_see_whole_writes(store: StateStore) -> None:
+    project = store.create_project("Acme", "acme/widgets")
+    pipeline = store.create_pipeline(project.id, 1, "t", "b")
+    writes = 40
+
+    def work(index: int) -> list[tuple[int, int]]:
+        if index == 0:
+            for n in range(1, writes + 1):
+                store.update_pipeline(pipeline.id, retry_count_ci=n, retry_count_review=n)
+            return []
+        seen = []
+        for _ in range(writes):
+            current = store.get_pipeline(pipeline.id)
+            seen.append((current.retry_count_ci, current.retry_count_review))
+        return seen
+
+    observed = [pair for seen in run_together(work) for pair in seen]
+
+    assert all(ci == review for ci, review in observed)
+    assert store.get_pipeline(pipeline.id).version == writes + 1
