@@ -4,6 +4,7 @@ tables or JSON, date arguments, progress bars and the error type that carries an
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -132,16 +133,17 @@ def storage_errors(env: Env) -> Iterator[None]:
 
 # -- output ----------------------------------------------------------------------------------
 
-PIPE_WIDTH = 240
+PIPE_WIDTH = 120
 
 
 def console() -> Console:
     """A console on the current stdout (looked up per call, so tests can capture it).
 
-    Off a terminal, tables get room enough that names and titles come out whole rather than
-    cut to the 80 columns rich assumes for a pipe.
+    Off a terminal (and without COLUMNS set), tables get room enough that names and titles
+    come out whole rather than cut to the 80 columns rich assumes for a pipe.
     """
-    return Console(file=sys.stdout, highlight=False, width=None if sys.stdout.isatty() else PIPE_WIDTH)
+    chosen = sys.stdout.isatty() or "COLUMNS" in os.environ
+    return Console(file=sys.stdout, highlight=False, width=None if chosen else PIPE_WIDTH)
 
 
 def stderr_is_terminal() -> bool:
