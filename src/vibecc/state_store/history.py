@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
-
-from sqlalchemy import Connection
+from typing import Any
 
 from . import rows
 from . import statements as sql
 from . import validation as check
+from .base import StoreBase
 from .errors import HistoryNotFoundError, ValidationError
 from .records import (
     DurationPercentiles,
@@ -23,9 +21,6 @@ from .records import (
     PipelineHistory,
     PipelineState,
 )
-
-if TYPE_CHECKING:
-    from .engine import Dialect
 
 MAX_PAGE = 10_000
 MAX_BATCH = 100_000
@@ -41,14 +36,8 @@ class ImportResult:
     skipped: int
 
 
-class HistoryMixin:
+class HistoryMixin(StoreBase):
     """History queries and bulk paths; mixed into StateStore."""
-
-    if TYPE_CHECKING:
-        _dialect: Dialect
-
-        def _read(self, *, snapshot: bool = False) -> AbstractContextManager[Connection]: ...
-        def _write(self) -> AbstractContextManager[Connection]: ...
 
     def get_history(
         self,
