@@ -587,3 +587,29 @@ def test_stamps_and_times_survive_round_trip_exactly(fresh_db: Callable[[], str]
         assert store.get_project(project.id) == project
         assert store.get_history(since=record.completed_at) == [record]
         assert store.get_history(until=record.completed_at + timedelta(microseconds=1)) == [record]
+
+
+def test_offline_upgrade_sql_builds_the_same_schema_as_the_online_upgrade(
+    engine_name: str, fresh_db: Callable[[], str]
+) -> None:
+    """`vibecc-state db sql` hands a DBA the whole upgrade; run by hand it must give the schema
+    the models expect (SQLite renders its table rebuilds from the baseline tables)."""
+    script = migrate.upgrade_sql(engine_name)
+    location = fresh_db()
+    if engine_name == "sqlite":
+        Path(location).parent.mkdir(parents=True)
+        with sqlite3.connect(location) as conn:
+            conn.executescript(script)
+        url = f"sqlite:///{location}"
+    else:
+        url = location
+        engine = create_engine(url, poolclass=NullPool)
+        with engine.begin() as conn:
+            conn.exec_driver_sql(script)
+        engine.dispose()
+    engine = create_engine(url, poolclass=NullPool)
+    try:
+        assert migrate.current(engine) == migrate.HEAD
+        assert migrate.check(engine) == []
+    finally:
+        engine.dispose()

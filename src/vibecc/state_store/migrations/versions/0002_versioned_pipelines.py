@@ -6,11 +6,14 @@ Revises: 0001
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 from alembic import context, op
 from alembic.operations import BatchOperations
 
 from vibecc.state_store.errors import SchemaVersionError
+from vibecc.state_store.migrations import baseline
 from vibecc.state_store.models import NAMING_CONVENTION, STATE_VALUES
 
 revision = "0002"
@@ -53,6 +56,13 @@ def _refuse_duplicate_tickets() -> None:
         )
 
 
+def _rebuild(name: str) -> Any:
+    """Batch changes of one table; offline, SQLite's rebuild starts from the 0001 table
+    because there is no database to reflect."""
+    copy_from = baseline.table(name) if context.is_offline_mode() else None
+    return op.batch_alter_table(name, naming_convention=NAMING_CONVENTION, copy_from=copy_from)
+
+
 def upgrade() -> None:
     if not context.is_offline_mode():
         _refuse_duplicate_tickets()
@@ -60,11 +70,11 @@ def upgrade() -> None:
     op.execute("UPDATE pipelines SET ticket_body = '' WHERE ticket_body IS NULL")
     op.execute("UPDATE pipeline_history SET final_state = lower(final_state)")
 
-    with op.batch_alter_table("projects", naming_convention=NAMING_CONVENTION) as batch:
+    with _rebuild("projects") as batch:
         batch.alter_column("github_project_id", type_=sa.BigInteger(), existing_type=sa.Integer())
         _timestamps(batch, "projects", aware=True)
 
-    with op.batch_alter_table("pipelines", naming_convention=NAMING_CONVENTION) as batch:
+    with _rebuild("pipelines") as batch:
         batch.add_column(sa.Column("version", sa.Integer(), nullable=False, server_default="1"))
         batch.alter_column("state", type_=sa.String(16), existing_type=sa.String(7), existing_nullable=False)
         batch.alter_column("ticket_body", nullable=False, existing_type=sa.Text())
@@ -79,7 +89,7 @@ def upgrade() -> None:
         batch.create_index("ix_pipelines_state_created_at_id", ["state", "created_at", "id"])
         batch.create_index("ix_pipelines_created_at_id", ["created_at", "id"])
 
-    with op.batch_alter_table("pipeline_history", naming_convention=NAMING_CONVENTION) as batch:
+    with _rebuild("pipeline_history") as batch:
         batch.alter_column(
             "final_state", type_=sa.String(16), existing_type=sa.String(7), existing_nullable=False
         )
