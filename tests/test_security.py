@@ -501,9 +501,12 @@ def test_cli_shows_stored_text_verbatim_without_markup_or_terminal_escapes(tmp_p
     with StateStore(path) as store:
         project = store.create_project("[red]styled[/red]", "acme/markup")
         store.create_pipeline(project.id, 1, "\x1b]0;owned\x07\x1b[2Jtitle", "main")
+    # Wide enough that no column is cut short, whatever COLUMNS the test run inherits.
+    wide = {**os.environ, "COLUMNS": "200"}
     listed = subprocess.run(
         [sys.executable, "-m", "vibecc.state_store", "--db", str(path), "projects", "list"],
         capture_output=True,
+        env=wide,
         text=True,
         timeout=120,
     )
@@ -512,6 +515,7 @@ def test_cli_shows_stored_text_verbatim_without_markup_or_terminal_escapes(tmp_p
     pipelines = subprocess.run(
         [sys.executable, "-m", "vibecc.state_store", "--db", str(path), "pipelines", "list"],
         capture_output=True,
+        env=wide,
         text=True,
         timeout=120,
     )
