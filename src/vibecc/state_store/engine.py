@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
+import math
 import os
 import sqlite3
 import threading
 import time
 import urllib.parse
-from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -105,12 +104,14 @@ class Dialect:
     def begin(self, conn: Connection, *, write: bool) -> None:
         """Start the transaction of one public call (PostgreSQL's driver starts its own)."""
 
-    def write_guard(self) -> Any:
-        """A context manager held around each write transaction in this process."""
-        return nullcontext()
-
-    def read_guard(self) -> Any:
-        return nullcontext()
+    write_lock: threading.RLock | None = None
+    """Held around each write transaction in this process, when the engine needs it."""
+    read_lock: threading.RLock | None = None
+    """Held around each read transaction in this process, when the engine needs it."""
+    max_idle = 0.0
+    """Seconds a connection may wait in the ConnectionCache for the next call. 0 for
+    PostgreSQL: every call checks out through the pool, whose pre-ping replaces a connection
+    the server dropped while it was idle, however briefly."""
 
     def read_options(self, snapshot: bool) -> dict[str, Any]:
         """Execution options of a read transaction (SQLite's WAL reads are snapshots anyway)."""
@@ -130,7 +131,11 @@ class SQLiteDialect(Dialect):
         self.read_only = False
         # One writer at a time within the process: threads queue on this lock instead of
         # sleeping in SQLite's busy handler; other processes are kept out by BEGIN IMMEDIATE.
-        self._lock = threading.RLock()
+        # An in-memory database is one shared connection, so its reads queue too.
+        self.write_lock = threading.RLock()
+        self.read_lock = self.write_lock if self.memory else None
+        # No server can drop a SQLite connection: an idle one is as good as a new one.
+        self.max_idle = math.inf
 
     def create_engine(self) -> Engine:
         busy_ms = int(self.options.busy_timeout * 1000)
@@ -191,13 +196,6 @@ class SQLiteDialect(Dialect):
     def begin(self, conn: Connection, *, write: bool) -> None:
         sqlite_begin(conn, write=write, timeout=self.options.busy_timeout)
 
-    def write_guard(self) -> Any:
-        return _timed_lock(self._lock, self.options.busy_timeout, self.url)
-
-    def read_guard(self) -> Any:
-        # An in-memory database is one shared connection: reads queue too.
-        return _timed_lock(self._lock, self.options.busy_timeout, self.url) if self.memory else nullcontext()
-
     def violation(self, exc: DBAPIError) -> str:
         # The extended result code tells; the message would only name columns.
         code = getattr(exc.orig, "sqlite_errorcode", None)
@@ -236,6 +234,52 @@ def upsert(dialect_name: str, table: Table) -> Upsert:
     return sqlite.insert(table) if dialect_name == "sqlite" else postgresql.insert(table)
 
 
+class ConnectionCache:
+    """Connections kept checked out between calls, last in first out.
+
+    Checking a connection out of SQLAlchemy's pool and wrapping it costs more than a read on
+    SQLite, so a finished call hands its connection to the next one. The pool still bounds
+    how many connections exist; a connection idle longer than `max_idle` goes back to the
+    pool (with max_idle 0 nothing is cached). A connection that saw an error is never cached.
+    """
+
+    def __init__(self, engine: Engine, max_idle: float) -> None:
+        self._engine = engine
+        self._max_idle = max_idle
+        self._idle: list[tuple[Connection, float]] = []
+        self._lock = threading.Lock()
+
+    def take(self) -> Connection:
+        if not self._max_idle:
+            return self._engine.connect()
+        now = time.monotonic()
+        stale: list[Connection] = []
+        found: Connection | None = None
+        with self._lock:
+            while self._idle:
+                conn, since = self._idle.pop()
+                if now - since <= self._max_idle and not conn.invalidated:
+                    found = conn
+                    break
+                stale.append(conn)
+        for conn in stale:
+            conn.close()
+        return found if found is not None else self._engine.connect()
+
+    def give(self, conn: Connection) -> None:
+        if not self._max_idle:
+            conn.close()
+            return
+        with self._lock:
+            self._idle.append((conn, time.monotonic()))
+
+    def clear(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for conn, _ in idle:
+            conn.close()
+
+
 def dialect_for(url: URL, options: EngineOptions) -> Dialect:
     return (
         SQLiteDialect(url, options) if url.get_backend_name() == "sqlite" else PostgresDialect(url, options)
@@ -270,16 +314,6 @@ def _retry_busy(action: Any, timeout: float) -> None:
                 raise
         time.sleep(delay)
         delay = min(delay * 2, 0.05)
-
-
-@contextmanager
-def _timed_lock(lock: threading.RLock, timeout: float, url: URL) -> Iterator[None]:
-    if not lock.acquire(timeout=timeout):
-        raise StorageError(f"{describe(url)} is locked: no write slot within {timeout:g} s")
-    try:
-        yield
-    finally:
-        lock.release()
 
 
 def _read_only_uri(path: Path) -> str | None:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from . import compiled as run
 from . import rows
 from . import statements as sql
 from . import validation as check
@@ -100,7 +101,7 @@ class HistoryMixin(StoreBase):
         params.update(_limit=limit, _offset=offset)
         statement = sql.history_page(flags, before is not None, offset > 0)
         with self._read() as conn:
-            return [rows.history_record(row) for row in conn.execute(statement, params).all()]
+            return [rows.history_record(row) for row in run.rows(conn, statement, params)]
 
     def get_history_record(self, history_id: str) -> PipelineHistory:
         """The history record with that id (an archived pipeline's id). Raises HistoryNotFoundError."""
@@ -130,7 +131,7 @@ class HistoryMixin(StoreBase):
             params, flags = _filters(project_id, None, since, until)
             statement = sql.history_aggregates(flags)
         with self._read() as conn:
-            sums = conn.execute(statement, params).one()
+            sums = run.rows(conn, statement, params)[0]
         return rows.stats_from_sums(sums)
 
     def get_duration_percentiles(
@@ -143,15 +144,13 @@ class HistoryMixin(StoreBase):
         """p50 and p95 of duration_seconds by nearest rank (None when history is empty)."""
         params, flags = _filters(project_id, None, since, until)
         with self._read(snapshot=True) as conn:
-            count = conn.execute(sql.history_count(flags), params).scalar_one()
+            count = run.scalar(conn, sql.history_count(flags), params)
             if not count:
                 return DurationPercentiles(None, None)
 
             def at(percent: int) -> float:
                 rank = max(1, math.ceil(percent / 100 * count))
-                return float(
-                    conn.execute(sql.duration_at_rank(flags), {**params, "_offset": rank - 1}).scalar_one()
-                )
+                return float(run.scalar(conn, sql.duration_at_rank(flags), {**params, "_offset": rank - 1}))
 
             return DurationPercentiles(p50=at(50), p95=at(95))
 
@@ -166,7 +165,7 @@ class HistoryMixin(StoreBase):
         """How many history rows match."""
         params, flags = _filters(project_id, final_state, since, until)
         with self._read() as conn:
-            return int(conn.execute(sql.history_count(flags), params).scalar_one())
+            return int(run.scalar(conn, sql.history_count(flags), params))
 
     def iter_history(
         self,
@@ -190,7 +189,7 @@ class HistoryMixin(StoreBase):
             with self._read() as conn:
                 batch = [
                     rows.history_record(row)
-                    for row in conn.execute(sql.history_scan(flags, keyset), params).all()
+                    for row in run.rows(conn, sql.history_scan(flags, keyset), params)
                 ]
             yield from batch
             if len(batch) < batch_size:
@@ -255,7 +254,7 @@ class HistoryMixin(StoreBase):
         total = 0
         while True:
             with self._write() as conn:
-                ids = list(conn.execute(sql.oldest_history_ids(flags), params).scalars())
+                ids = [row[0] for row in run.rows(conn, sql.oldest_history_ids(flags), params)]
                 gone = (
                     [rows.history_record(row) for row in conn.execute(sql.DELETE_HISTORY, {"ids": ids}).all()]
                     if ids

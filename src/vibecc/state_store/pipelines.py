@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 
+from . import compiled as run
 from . import rows
 from . import statements as sql
 from . import validation as check
@@ -59,7 +60,7 @@ class PipelinesMixin(StoreBase):
         )
         with self._write() as conn:
             try:
-                conn.execute(sql.INSERT_PIPELINE, rows.values_of(pipeline))
+                run.execute(conn, sql.INSERT_PIPELINE, rows.values_of(pipeline))
             except IntegrityError as exc:
                 violation = self._dialect.violation(exc)
                 if violation == "unique":
@@ -76,7 +77,7 @@ class PipelinesMixin(StoreBase):
         """The active pipeline with that id. Raises PipelineNotFoundError."""
         check.identifier("pipeline_id", pipeline_id)
         with self._read() as conn:
-            row = conn.execute(sql.PIPELINE_BY_ID, {"id": pipeline_id}).first()
+            row = run.first(conn, sql.PIPELINE_BY_ID, {"id": pipeline_id})
         if row is None:
             raise PipelineNotFoundError(f"pipeline {pipeline_id} not found")
         return rows.pipeline(row)
@@ -87,7 +88,7 @@ class PipelinesMixin(StoreBase):
         ticket = check.ticket_id(ticket_id)
         with self._read() as conn:
             params = {"project_id": project_id, "ticket_id": ticket}
-            row = conn.execute(sql.PIPELINE_BY_TICKET, params).first()
+            row = run.first(conn, sql.PIPELINE_BY_TICKET, params)
         if row is None:
             raise PipelineNotFoundError(f"no active pipeline for ticket {ticket!r} in project {project_id}")
         return rows.pipeline(row)
@@ -103,7 +104,7 @@ class PipelinesMixin(StoreBase):
             params["state"] = check.state("state", state).value
         statement = sql.list_pipelines("project_id" in params, "state" in params)
         with self._read() as conn:
-            return [rows.pipeline(row) for row in conn.execute(statement, params).all()]
+            return [rows.pipeline(row) for row in run.rows(conn, statement, params)]
 
     def update_pipeline(
         self,
@@ -151,9 +152,9 @@ class PipelinesMixin(StoreBase):
         statement = sql.update_pipeline(frozenset(values), expected_version is not None)
         values.update(_id=pipeline_id, _version=expected_version, updated_at=now())
         with self._write() as conn:
-            row = conn.execute(statement, values).first()
+            row = run.first(conn, statement, values)
             if row is None:
-                stored = conn.execute(sql.PIPELINE_VERSION, {"id": pipeline_id}).scalar()
+                stored = run.scalar(conn, sql.PIPELINE_VERSION, {"id": pipeline_id})
         if row is not None:
             return rows.pipeline(row)
         if stored is None:
@@ -184,14 +185,14 @@ class PipelinesMixin(StoreBase):
         if project_id is not None:
             params["_project_id"] = check.identifier("project_id", project_id)
         with self._write() as conn:
-            row = conn.execute(sql.claim_pipeline(project_id is not None), params).first()
+            row = run.first(conn, sql.claim_pipeline(project_id is not None), params)
         return rows.pipeline(row) if row is not None else None
 
     def delete_pipeline(self, pipeline_id: str) -> None:
         """Delete an active pipeline without archiving it. Raises PipelineNotFoundError."""
         check.identifier("pipeline_id", pipeline_id)
         with self._write() as conn:
-            deleted = conn.execute(sql.DELETE_PIPELINE, {"id": pipeline_id}).rowcount
+            deleted = run.execute(conn, sql.DELETE_PIPELINE, {"id": pipeline_id})
         if not deleted:
             raise PipelineNotFoundError(f"pipeline {pipeline_id} not found")
 
@@ -223,7 +224,7 @@ class PipelinesMixin(StoreBase):
         """
         check.identifier("pipeline_id", pipeline_id)
         with self._write() as conn:
-            row = conn.execute(sql.TAKE_PIPELINE, {"id": pipeline_id}).first()
+            row = run.first(conn, sql.TAKE_PIPELINE, {"id": pipeline_id})
             if row is None:
                 raise PipelineNotFoundError(f"pipeline {pipeline_id} not found")
             record = rows.history_from_pipeline(rows.pipeline(row), now())

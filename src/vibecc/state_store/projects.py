@@ -6,6 +6,7 @@ from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 
+from . import compiled as run
 from . import rows
 from . import statements as sql
 from . import validation as check
@@ -50,7 +51,7 @@ class ProjectsMixin(StoreBase):
         )
         with self._write() as conn:
             try:
-                conn.execute(sql.INSERT_PROJECT, rows.values_of(project))
+                run.execute(conn, sql.INSERT_PROJECT, rows.values_of(project))
             except IntegrityError as exc:
                 if self._dialect.violation(exc) == "unique":
                     raise ProjectExistsError(f"a project with repo {project.repo!r} exists already") from exc
@@ -61,7 +62,7 @@ class ProjectsMixin(StoreBase):
         """The project with that id. Raises ProjectNotFoundError."""
         check.identifier("project_id", project_id)
         with self._read() as conn:
-            row = conn.execute(sql.PROJECT_BY_ID, {"id": project_id}).first()
+            row = run.first(conn, sql.PROJECT_BY_ID, {"id": project_id})
         if row is None:
             raise ProjectNotFoundError(f"project {project_id} not found")
         return rows.project(row)
@@ -70,7 +71,7 @@ class ProjectsMixin(StoreBase):
         """The project of `repo` ("owner/name"). Raises ProjectNotFoundError."""
         check.repo(repo)
         with self._read() as conn:
-            row = conn.execute(sql.PROJECT_BY_REPO, {"repo": repo}).first()
+            row = run.first(conn, sql.PROJECT_BY_REPO, {"repo": repo})
         if row is None:
             raise ProjectNotFoundError(f"project with repo {repo!r} not found")
         return rows.project(row)
@@ -78,7 +79,7 @@ class ProjectsMixin(StoreBase):
     def list_projects(self) -> list[Project]:
         """Every project, ordered by name (then id)."""
         with self._read() as conn:
-            return [rows.project(row) for row in conn.execute(sql.ALL_PROJECTS).all()]
+            return [rows.project(row) for row in run.rows(conn, sql.ALL_PROJECTS, {})]
 
     def update_project(
         self,
@@ -116,7 +117,7 @@ class ProjectsMixin(StoreBase):
         statement = sql.update_project(frozenset(values))
         values.update(_id=project_id, updated_at=now())
         with self._write() as conn:
-            row = conn.execute(statement, values).first()
+            row = run.first(conn, statement, values)
         if row is None:
             raise ProjectNotFoundError(f"project {project_id} not found")
         return rows.project(row)
@@ -132,15 +133,15 @@ class ProjectsMixin(StoreBase):
         """
         check.identifier("project_id", project_id)
         with self._write() as conn:
-            if conn.execute(sql.LOCK_PROJECT, {"id": project_id}).first() is None:
+            if run.first(conn, sql.LOCK_PROJECT, {"id": project_id}) is None:
                 raise ProjectNotFoundError(f"project {project_id} not found")
-            active = conn.execute(sql.COUNT_ACTIVE, {"id": project_id}).scalar_one()
+            active = run.scalar(conn, sql.COUNT_ACTIVE, {"id": project_id})
             if active:
                 raise ProjectHasActivePipelinesError(
                     f"project {project_id} has {active} active pipeline(s); finish or delete them first"
                 )
-            finished = conn.execute(sql.DELETE_PROJECT_PIPELINES, {"id": project_id}).all()
+            finished = run.rows(conn, sql.DELETE_PROJECT_PIPELINES, {"id": project_id})
             stamp = now()
             archived = [rows.history_from_pipeline(rows.pipeline(row), stamp) for row in finished]
             rows.insert_history(conn, self._dialect.name, archived)
-            conn.execute(sql.DELETE_PROJECT, {"id": project_id})
+            run.execute(conn, sql.DELETE_PROJECT, {"id": project_id})

@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Row
 
+from . import compiled as run
 from . import statements as sql
 from .records import HistoryStats, Pipeline, PipelineHistory, PipelineState, Project
 
@@ -72,8 +73,12 @@ def insert_history(
     if not records:
         return []
     params = [values_of(r) for r in records]
-    result = conn.execute(sql.insert_history(dialect), params[0] if len(params) == 1 else params)
-    inserted = [history_record(row) for row in result]
+    statement = sql.insert_history(dialect)
+    # One row (an archive) runs on the driver; a batch is one executemany through SQLAlchemy.
+    found = (
+        run.rows(conn, statement, params[0]) if len(params) == 1 else conn.execute(statement, params).all()
+    )
+    inserted = [history_record(row) for row in found]
     bump_stats(conn, dialect, inserted, sign=1)
     return inserted
 
@@ -99,7 +104,10 @@ def bump_stats(conn: Connection, dialect: str, records: Iterable[PipelineHistory
         }
         for project_id in sorted(totals)
     ]
-    conn.execute(sql.bump_stats(dialect), params[0] if len(params) == 1 else params)
+    if len(params) == 1:
+        run.execute(conn, sql.bump_stats(dialect), params[0])
+    else:
+        conn.execute(sql.bump_stats(dialect), params)
 
 
 def stats_from_sums(sums: Sequence[int | None]) -> HistoryStats:
@@ -117,5 +125,5 @@ def stats_from_sums(sums: Sequence[int | None]) -> HistoryStats:
 
 
 def existing_history(conn: Connection, history_id: str) -> PipelineHistory | None:
-    row = conn.execute(sql.HISTORY_BY_ID, {"id": history_id}).first()
+    row = run.first(conn, sql.HISTORY_BY_ID, {"id": history_id})
     return history_record(row) if row is not None else None

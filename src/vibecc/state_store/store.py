@@ -6,7 +6,8 @@ from __future__ import annotations
 import os
 import sqlite3
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
+from threading import RLock
 from typing import Any
 
 from sqlalchemy import Connection
@@ -16,7 +17,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from . import migrate
 from . import validation as check
 from .base import UNSET, StoreBase
-from .engine import EngineOptions, describe, dialect_for, mask, to_url
+from .engine import ConnectionCache, EngineOptions, describe, dialect_for, mask, to_url
 from .errors import StateStoreError, StorageError, ValidationError
 from .history import HistoryMixin
 from .pipelines import PipelinesMixin
@@ -72,6 +73,7 @@ class StateStore(ProjectsMixin, PipelinesMixin, HistoryMixin, StoreBase):
         self._url = url
         self._dialect = dialect_for(url, options)
         self._engine = self._dialect.create_engine()
+        self._connections = ConnectionCache(self._engine, self._dialect.max_idle)
         self._closed = False
         try:
             with self._translate():
@@ -97,6 +99,7 @@ class StateStore(ProjectsMixin, PipelinesMixin, HistoryMixin, StoreBase):
         """Close every pooled connection; later calls raise StorageError."""
         if not self._closed:
             self._closed = True
+            self._connections.clear()
             self._engine.dispose()
 
     def __enter__(self) -> StateStore:
@@ -117,32 +120,62 @@ class StateStore(ProjectsMixin, PipelinesMixin, HistoryMixin, StoreBase):
             yield
         except StateStoreError:
             raise
-        except (SQLAlchemyError, sqlite3.Error, OSError) as exc:
-            # sqlite3.Error too: engine.sqlite_begin sends BEGIN to the driver directly.
+        except _DATABASE_ERRORS as exc:
             raise StorageError(f"{describe(self._url)}: {_reason(exc)}") from exc
 
-    @contextmanager
-    def _read(self, *, snapshot: bool = False) -> Iterator[Connection]:
+    def _read(self, *, snapshot: bool = False) -> AbstractContextManager[Connection]:
         """A read transaction; with snapshot=True every statement in it sees the same data."""
-        if self._closed:
-            raise StorageError(f"{describe(self._url)}: the store is closed")
-        with (
-            self._translate(),
-            self._dialect.read_guard(),
-            self._engine.connect().execution_options(**self._dialect.read_options(snapshot)) as conn,
-        ):
-            self._dialect.begin(conn, write=False)
-            yield conn
-            conn.commit()
+        return self._transaction(self._dialect.read_lock, write=False, snapshot=snapshot)
+
+    def _write(self) -> AbstractContextManager[Connection]:
+        """A write transaction; on SQLite it holds the database's write lock from the start."""
+        return self._transaction(self._dialect.write_lock, write=True, snapshot=False)
 
     @contextmanager
-    def _write(self) -> Iterator[Connection]:
+    def _transaction(self, lock: RLock | None, *, write: bool, snapshot: bool) -> Iterator[Connection]:
+        # One generator, not nested context managers: this runs around every call.
         if self._closed:
             raise StorageError(f"{describe(self._url)}: the store is closed")
-        with self._translate(), self._dialect.write_guard(), self._engine.connect() as conn:
-            self._dialect.begin(conn, write=True)
-            yield conn
-            conn.commit()
+        busy = self._dialect.options.busy_timeout
+        if lock is not None and not lock.acquire(timeout=busy):
+            raise StorageError(f"{describe(self._url)} is locked: no write slot within {busy:g} s")
+        try:
+            # A snapshot changes the connection's isolation level: it gets a connection of its
+            # own, which the pool resets on return.
+            conn = self._engine.connect() if snapshot else self._connections.take()
+            try:
+                if snapshot:
+                    conn.execution_options(**self._dialect.read_options(snapshot=True))
+                self._dialect.begin(conn, write=write)
+                yield conn
+                _commit(conn)
+            except BaseException:
+                conn.close()
+                raise
+            if snapshot:
+                conn.close()
+            else:
+                self._connections.give(conn)
+        except StateStoreError:
+            raise
+        except _DATABASE_ERRORS as exc:
+            raise StorageError(f"{describe(self._url)}: {_reason(exc)}") from exc
+        finally:
+            if lock is not None:
+                lock.release()
+
+
+# sqlite3.Error too: engine.sqlite_begin and compiled.py reach the driver directly.
+_DATABASE_ERRORS = (SQLAlchemyError, sqlite3.Error, OSError)
+
+
+def _commit(conn: Connection) -> None:
+    """Commit what SQLAlchemy began and what ran on the driver directly (compiled.py)."""
+    if conn.in_transaction():
+        conn.commit()
+    raw = conn.connection.driver_connection
+    assert raw is not None
+    raw.commit()
 
 
 def _seconds(field: str, value: Any) -> float:
