@@ -55,7 +55,11 @@ LOCK_PROJECT = select(projects.c.id).where(projects.c.id == bindparam("id")).wit
 COUNT_ACTIVE = (
     select(func.count())
     .select_from(pipelines)
-    .where(pipelines.c.project_id == bindparam("id"), pipelines.c.state.in_(ACTIVE_STATES))
+    .where(
+        pipelines.c.project_id == bindparam("id"),
+        # Equalities, not IN: an IN list is an expanding parameter, which compiled.py cannot run.
+        or_(*(pipelines.c.state == state for state in ACTIVE_STATES)),
+    )
 )
 DELETE_PROJECT_PIPELINES = (
     delete(pipelines).where(pipelines.c.project_id == bindparam("id")).returning(*PIPELINE_COLUMNS)
@@ -243,10 +247,17 @@ DELETE_HISTORY = (
 def beyond(*, newer: bool) -> ColumnElement[bool]:
     """Rows after cursor (_at, _id) in ascending (newer=True) or descending order.
 
-    Spelled out rather than a row-value comparison so both engines use the index range.
+    The leading `completed_at >= / <= _at` bound lets both engines start the index scan at the
+    cursor; the OR alone (or a row-value comparison) scans every row before it.
     """
     at = bindparam("_at", type_=history.c.completed_at.type)
     key = bindparam("_id", type_=history.c.id.type)
     if newer:
-        return or_(history.c.completed_at > at, and_(history.c.completed_at == at, history.c.id > key))
-    return or_(history.c.completed_at < at, and_(history.c.completed_at == at, history.c.id < key))
+        return and_(
+            history.c.completed_at >= at,
+            or_(history.c.completed_at > at, history.c.id > key),
+        )
+    return and_(
+        history.c.completed_at <= at,
+        or_(history.c.completed_at < at, history.c.id < key),
+    )
