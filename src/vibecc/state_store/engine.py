@@ -8,17 +8,19 @@ import sqlite3
 import threading
 import time
 import urllib.parse
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
-from sqlalchemy import Connection, Engine, Table, create_engine, event
+from sqlalchemy import Connection, Engine, Table, create_engine, event, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.pool import StaticPool
 
-from .errors import StorageError, ValidationError
+from .errors import SchemaVersionError, StorageError, ValidationError
 
 MEMORY = ":memory:"
 SQLITE_BUSY = 5
@@ -28,6 +30,8 @@ _BEGIN = {"deferred": "BEGIN", "immediate": "BEGIN IMMEDIATE"}
 # SQLITE_CONSTRAINT_UNIQUE, _PRIMARYKEY, _FOREIGNKEY; PostgreSQL unique_violation, foreign_key_violation
 _SQLITE_VIOLATIONS = {2067: "unique", 1555: "unique", 787: "foreign_key"}
 _PG_VIOLATIONS = {"23505": "unique", "23503": "foreign_key"}
+# Any constant works; it only has to be the same in every process (ASCII "vibecc").
+_PG_MIGRATION_LOCK = 0x766962656363
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +49,7 @@ class EngineOptions:
 def to_url(location: str | os.PathLike[str] | URL) -> URL:
     """A path, ":memory:" or an SQLAlchemy URL, as a URL (relative paths made absolute)."""
     if isinstance(location, URL):
-        return location
+        return _supported(location)
     if not isinstance(location, str | os.PathLike):
         raise ValidationError(f"db_path must be a path or URL, got {type(location).__name__} {location!r}")
     raw = os.fspath(location)
@@ -58,13 +62,21 @@ def to_url(location: str | os.PathLike[str] | URL) -> URL:
     if "://" not in raw:
         return URL.create("sqlite+pysqlite", database=str(Path(raw).expanduser().absolute()))
     try:
+        # make_url raises ValueError too, e.g. for a port that is not a number.
         url = make_url(raw)
-    except ArgumentError as exc:
-        raise ValidationError(f"db_path is not a valid database URL: {mask(raw)}") from exc
-    if url.get_backend_name() not in ("sqlite", "postgresql"):
-        raise ValidationError(f"unsupported database {url.get_backend_name()!r}; use sqlite or postgresql")
-    if url.get_backend_name() == "postgresql" and url.get_driver_name() != "psycopg":
+    except (ArgumentError, ValueError):
+        raise ValidationError(f"db_path is not a valid database URL: {mask(raw)}") from None
+    return _supported(url)
+
+
+def _supported(url: URL) -> URL:
+    backend = url.get_backend_name()
+    if backend not in ("sqlite", "postgresql"):
+        raise ValidationError(f"unsupported database {backend!r}; use sqlite or postgresql")
+    if backend == "postgresql" and url.get_driver_name() != "psycopg":
         url = url.set(drivername="postgresql+psycopg")
+    if backend == "sqlite" and url.get_driver_name() != "pysqlite":
+        url = url.set(drivername="sqlite+pysqlite")
     return url
 
 
@@ -72,9 +84,23 @@ def mask(url: str | URL) -> str:
     """The URL with its password replaced by ***, safe to print."""
     try:
         parsed = make_url(url) if isinstance(url, str) else url
-    except ArgumentError:
+    except (ArgumentError, ValueError):
         return "<unparseable database URL>"
     return parsed.render_as_string(hide_password=True)
+
+
+def same_database(a: URL, b: URL) -> bool:
+    """True when both URLs reach one database, however its location was spelled."""
+    if a.get_backend_name() != b.get_backend_name():
+        return False
+    if a.get_backend_name() == "sqlite":
+        if a.database in (None, "", MEMORY) or b.database in (None, "", MEMORY):
+            return False  # every in-memory store is a database of its own
+        try:
+            return os.path.samefile(str(a.database), str(b.database))
+        except OSError:
+            return False
+    return (a.host, a.port or 5432, a.database) == (b.host, b.port or 5432, b.database)
 
 
 def describe(url: URL) -> str:
@@ -239,14 +265,18 @@ class ConnectionCache:
 
     Checking a connection out of SQLAlchemy's pool and wrapping it costs more than a read on
     SQLite, so a finished call hands its connection to the next one. The pool still bounds
-    how many connections exist; a connection idle longer than `max_idle` goes back to the
-    pool (with max_idle 0 nothing is cached). A connection that saw an error is never cached.
+    how many connections exist, and nobody starves: while any caller waits on the pool for a
+    connection, finished connections go back to the pool instead of the cache. A connection
+    idle longer than `max_idle` goes back to the pool too (with max_idle 0 nothing is cached).
+    A connection that saw an error is never cached.
     """
 
     def __init__(self, engine: Engine, max_idle: float) -> None:
         self._engine = engine
         self._max_idle = max_idle
         self._idle: list[tuple[Connection, float]] = []
+        self._waiting = 0
+        self._closed = False
         self._lock = threading.Lock()
 
     def take(self) -> Connection:
@@ -262,22 +292,63 @@ class ConnectionCache:
                     found = conn
                     break
                 stale.append(conn)
+            if found is None:
+                # Counted under the lock that give() checks, so no connection can slip into
+                # the cache between this caller finding it empty and queueing on the pool.
+                self._waiting += 1
         for conn in stale:
             conn.close()
-        return found if found is not None else self._engine.connect()
+        if found is not None:
+            return found
+        try:
+            return self._engine.connect()
+        finally:
+            with self._lock:
+                self._waiting -= 1
 
     def give(self, conn: Connection) -> None:
-        if not self._max_idle:
-            conn.close()
-            return
         with self._lock:
-            self._idle.append((conn, time.monotonic()))
+            keep = self._max_idle and not self._waiting and not self._closed
+            if keep:
+                self._idle.append((conn, time.monotonic()))
+        if not keep:
+            conn.close()
 
-    def clear(self) -> None:
+    def clear(self, *, closing: bool = False) -> None:
+        """Give every idle connection back to the pool (for good when `closing`)."""
         with self._lock:
             idle, self._idle = self._idle, []
+            self._closed = self._closed or closing
         for conn, _ in idle:
             conn.close()
+
+
+@contextmanager
+def migration_lock(engine: Engine, sqlite_wait: float) -> Iterator[Connection]:
+    """A connection in a transaction that no other process migrating this database can enter:
+    SQLite's write lock (BEGIN IMMEDIATE) or a PostgreSQL advisory lock, held until commit."""
+    with engine.connect() as conn:
+        if conn.dialect.name != "sqlite":
+            with conn.begin():
+                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_MIGRATION_LOCK})
+                yield conn
+            return
+        # Rebuilding a table that others reference needs foreign keys off, and the pragma only
+        # takes effect outside a transaction, so it is set on the raw connection first.
+        raw = cast(sqlite3.Connection, conn.connection.driver_connection)
+        raw.execute("PRAGMA foreign_keys = OFF")
+        try:
+            sqlite_begin(conn, write=True, timeout=sqlite_wait)
+            yield conn
+            broken = conn.exec_driver_sql("PRAGMA foreign_key_check").all()
+            if broken:
+                raise SchemaVersionError(f"migration left broken foreign keys: {broken[:5]}")
+            conn.commit()
+            raw.commit()
+        finally:
+            if raw.in_transaction:
+                raw.rollback()
+            raw.execute("PRAGMA foreign_keys = ON")
 
 
 def dialect_for(url: URL, options: EngineOptions) -> Dialect:

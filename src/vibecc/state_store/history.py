@@ -95,7 +95,7 @@ class HistoryMixin(StoreBase):
             if not isinstance(before, HistoryCursor):
                 raise ValidationError(f"before must be a HistoryCursor, got {type(before).__name__}")
             params.update(
-                _at=_aware("before.completed_at", before.completed_at),
+                _at=check.timestamp("before.completed_at", before.completed_at),
                 _id=check.identifier("before.id", before.id),
             )
         params.update(_limit=limit, _offset=offset)
@@ -181,9 +181,15 @@ class HistoryMixin(StoreBase):
         Each batch is its own read, so rows archived meanwhile may or may not appear; none
         appears twice and none that existed throughout is missed.
         """
+        # Checked now, not at the first next(): a generator would defer the error.
         params, flags = _filters(project_id, final_state, since, until)
         check.integer("batch_size", batch_size, minimum=1, maximum=MAX_BATCH)
         params["_limit"] = batch_size
+        return self._scan(params, flags, batch_size)
+
+    def _scan(
+        self, params: dict[str, Any], flags: sql.HistoryFilter, batch_size: int
+    ) -> Iterator[PipelineHistory]:
         keyset = False
         while True:
             with self._read() as conn:
@@ -245,7 +251,7 @@ class HistoryMixin(StoreBase):
         Returns:
             The rows deleted (or, with dry_run, that would be).
         """
-        _aware("before", before)
+        check.timestamp("before", before)
         check.integer("batch_size", batch_size, minimum=1, maximum=MAX_BATCH)
         if dry_run:
             return self.count_history(project_id, until=before)
@@ -254,17 +260,12 @@ class HistoryMixin(StoreBase):
         total = 0
         while True:
             with self._write() as conn:
-                ids = [row[0] for row in run.rows(conn, sql.oldest_history_ids(flags), params)]
-                gone = (
-                    [rows.history_record(row) for row in conn.execute(sql.DELETE_HISTORY, {"ids": ids}).all()]
-                    if ids
-                    else []
-                )
+                gone = [rows.history_record(row) for row in run.rows(conn, sql.prune_batch(flags), params)]
                 rows.bump_stats(conn, self._dialect.name, gone, sign=-1)
             total += len(gone)
             if progress is not None and gone:
                 progress(len(gone))
-            if len(ids) < batch_size:
+            if len(gone) < batch_size:
                 return total
 
 
@@ -285,14 +286,8 @@ def check_history_record(record: Any) -> PipelineHistory:
     check.integer("total_retries_review", record.total_retries_review, minimum=0, maximum=check.MAX_INT32)
     check.integer("duration_seconds", record.duration_seconds, minimum=0)
     for field in ("started_at", "completed_at"):
-        _aware(field, getattr(record, field))
+        check.timestamp(field, getattr(record, field))
     return record
-
-
-def _aware(field: str, value: Any) -> datetime:
-    if not isinstance(value, datetime) or value.tzinfo is None:
-        raise ValidationError(f"{field} must be a timezone-aware datetime, got {value!r}")
-    return value
 
 
 def _filters(
@@ -308,8 +303,8 @@ def _filters(
     if final_state is not None:
         params["final_state"] = check.state("final_state", final_state).value
     if since is not None:
-        params["since"] = _aware("since", since)
+        params["since"] = check.timestamp("since", since)
     if until is not None:
-        params["until"] = _aware("until", until)
+        params["until"] = check.timestamp("until", until)
     flags = (project_id is not None, final_state is not None, since is not None, until is not None)
     return params, flags

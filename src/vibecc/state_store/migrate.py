@@ -8,14 +8,12 @@ opening one new database at once never both migrate.
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, Engine, inspect, text
 
-from .engine import sqlite_begin
+from .engine import migration_lock
 from .errors import SchemaVersionError
 
 HEAD = "0002"
@@ -23,8 +21,6 @@ HEAD = "0002"
 LEGACY_BASELINE = "0001"
 LEGACY_TABLES = frozenset({"projects", "pipelines", "pipeline_history"})
 UPGRADE_HINT = "run `vibecc-state db upgrade` or open the store with auto_migrate=True"
-# Any constant works; it only has to be the same in every process (ASCII "vibecc").
-_PG_LOCK_KEY = 0x766962656363
 # How long a process opening a new SQLite file waits for another one migrating it.
 _SQLITE_LOCK_WAIT = 60.0
 
@@ -76,19 +72,19 @@ def ensure_schema(engine: Engine, *, auto_migrate: bool) -> None:
     """
     if current(engine) == HEAD:
         return
-    with _locked(engine) as conn:
+    with migration_lock(engine, _SQLITE_LOCK_WAIT) as conn:
         _upgrade_locked(conn, "head", auto_migrate=auto_migrate)
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
-    with _locked(engine) as conn:
+    with migration_lock(engine, _SQLITE_LOCK_WAIT) as conn:
         _upgrade_locked(conn, revision, auto_migrate=True)
 
 
 def downgrade(engine: Engine, revision: str) -> None:
     from alembic import command
 
-    with _locked(engine) as conn:
+    with migration_lock(engine, _SQLITE_LOCK_WAIT) as conn:
         _refuse_unknown(conn)
         command.downgrade(config(conn), revision)
 
@@ -117,33 +113,6 @@ def upgrade_sql(dialect_name: str, revision: str = "head", start: str | None = N
     cfg.output_buffer = buffer
     command.upgrade(cfg, f"{start}:{revision}" if start else revision, sql=True)
     return buffer.getvalue()
-
-
-@contextmanager
-def _locked(engine: Engine) -> Iterator[Connection]:
-    """A connection in a transaction that no other migrating process can enter."""
-    with engine.connect() as conn:
-        if conn.dialect.name == "sqlite":
-            # Rebuilding a table that others reference needs foreign keys off, and the pragma
-            # only takes effect outside a transaction, so it is set on the raw connection first.
-            raw = conn.connection.driver_connection
-            assert raw is not None
-            raw.execute("PRAGMA foreign_keys = OFF")
-            try:
-                sqlite_begin(conn, write=True, timeout=_SQLITE_LOCK_WAIT)
-                yield conn
-                broken = conn.exec_driver_sql("PRAGMA foreign_key_check").all()
-                if broken:
-                    raise SchemaVersionError(f"migration left broken foreign keys: {broken[:5]}")
-                conn.commit()
-            finally:
-                if raw.in_transaction:
-                    raw.rollback()
-                raw.execute("PRAGMA foreign_keys = ON")
-        else:
-            with conn.begin():
-                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK_KEY})
-                yield conn
 
 
 def _upgrade_locked(conn: Connection, revision: str, *, auto_migrate: bool) -> None:

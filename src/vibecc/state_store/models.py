@@ -45,17 +45,16 @@ class UTCDateTime(TypeDecorator[datetime]):
             return None
         if value.tzinfo is None:
             raise ValueError("naive datetime given where a UTC timestamp is stored")
-        value = value.astimezone(UTC)
-        # SQLite keeps no offset: store the UTC wall time.
-        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+        return value.astimezone(UTC)
 
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is None:
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
-    # SQLite: one C-level parse/format per value instead of SQLAlchemy's generic DATETIME
-    # processing plus the hooks above; the text format is exactly SQLAlchemy's
+    # The hooks above serve PostgreSQL. SQLite keeps no offset, so it stores the UTC wall
+    # time as text, with one C-level parse/format per value instead of SQLAlchemy's generic
+    # DATETIME processing; the text format is exactly SQLAlchemy's
     # ("YYYY-MM-DD HH:MM:SS.ffffff"), so stored values compare and sort the same.
     def bind_processor(self, dialect: Dialect) -> Callable[[Any], Any] | None:
         if dialect.name != "sqlite":

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
@@ -248,5 +247,4 @@ def _check_pipeline_record(pipeline: Pipeline) -> None:
     check.integer(
         "pipeline.retry_count_review", pipeline.retry_count_review, minimum=0, maximum=check.MAX_INT32
     )
-    if not isinstance(pipeline.created_at, datetime) or pipeline.created_at.tzinfo is None:
-        raise ValidationError("pipeline.created_at must be a timezone-aware datetime")
+    check.timestamp("pipeline.created_at", pipeline.created_at)

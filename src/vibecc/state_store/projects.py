@@ -135,12 +135,15 @@ class ProjectsMixin(StoreBase):
         with self._write() as conn:
             if run.first(conn, sql.LOCK_PROJECT, {"id": project_id}) is None:
                 raise ProjectNotFoundError(f"project {project_id} not found")
-            active = run.scalar(conn, sql.COUNT_ACTIVE, {"id": project_id})
+            # Finished pipelines first, then count what is left: a pipeline that turned
+            # active meanwhile is not deleted (PostgreSQL re-checks the state under the row
+            # lock), and raising rolls the deletions back.
+            finished = run.rows(conn, sql.DELETE_FINISHED_PIPELINES, {"id": project_id})
+            active = run.scalar(conn, sql.COUNT_PIPELINES, {"id": project_id})
             if active:
                 raise ProjectHasActivePipelinesError(
                     f"project {project_id} has {active} active pipeline(s); finish or delete them first"
                 )
-            finished = run.rows(conn, sql.DELETE_PROJECT_PIPELINES, {"id": project_id})
             stamp = now()
             archived = [rows.history_from_pipeline(rows.pipeline(row), stamp) for row in finished]
             rows.insert_history(conn, self._dialect.name, archived)

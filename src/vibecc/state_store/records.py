@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 
+from .errors import ValidationError
+
 
 class PipelineState(StrEnum):
     """Where a pipeline is; MERGED and FAILED are terminal."""
@@ -133,16 +135,16 @@ class HistoryCursor:
         """Read a token made by `str(cursor)`.
 
         Raises:
-            ValueError: the token was not made by `str(cursor)`.
+            ValidationError: the token was not made by `str(cursor)` (a ValueError too).
         """
         try:
             raw = base64.urlsafe_b64decode(token.encode("ascii")).decode("utf-8")
             stamp, _, record_id = raw.partition("|")
             completed_at = datetime.fromisoformat(stamp)
         except (ValueError, UnicodeError, binascii.Error) as exc:
-            raise ValueError(f"not a history cursor: {token!r}") from exc
+            raise ValidationError(f"not a history cursor: {token!r}") from exc
         if not record_id or completed_at.tzinfo is None:
-            raise ValueError(f"not a history cursor: {token!r}")
+            raise ValidationError(f"not a history cursor: {token!r}")
         return cls(completed_at.astimezone(UTC), record_id)
 
     def __str__(self) -> str:

@@ -18,7 +18,6 @@ from .records import HistoryStats, Pipeline, PipelineHistory, PipelineState, Pro
 _STATES = {state.value: state for state in PipelineState}
 _PIPELINE_STATE_AT = [f.name for f in fields(Pipeline)].index("state")
 _HISTORY_STATE_AT = [f.name for f in fields(PipelineHistory)].index("final_state")
-_HISTORY_FIELDS = [f.name for f in fields(PipelineHistory)]
 
 
 def project(row: Row[Any] | Sequence[Any]) -> Project:
@@ -108,6 +107,10 @@ def bump_stats(conn: Connection, dialect: str, records: Iterable[PipelineHistory
         run.execute(conn, sql.bump_stats(dialect), params[0])
     else:
         conn.execute(sql.bump_stats(dialect), params)
+    if sign < 0:
+        # A project whose history is all gone has no totals, as if it never had any.
+        for p in params:
+            run.execute(conn, sql.DROP_EMPTY_STATS, {"project_id": p["project_id"]})
 
 
 def stats_from_sums(sums: Sequence[int | None]) -> HistoryStats:

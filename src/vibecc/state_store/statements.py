@@ -42,7 +42,7 @@ STATS_SUMS = (
     "sum_retries_review",
 )
 
-ACTIVE_STATES = [state.value for state in PipelineState.active()]
+FINISHED_STATES = [state.value for state in PipelineState if state.is_terminal]
 
 # -- projects ------------------------------------------------------------------------------
 
@@ -52,18 +52,16 @@ PROJECT_BY_REPO = select(*PROJECT_COLUMNS).where(projects.c.repo == bindparam("r
 ALL_PROJECTS = select(*PROJECT_COLUMNS).order_by(projects.c.name, projects.c.id)
 # FOR UPDATE (PostgreSQL) keeps new pipelines of the project out until the delete commits.
 LOCK_PROJECT = select(projects.c.id).where(projects.c.id == bindparam("id")).with_for_update()
-COUNT_ACTIVE = (
-    select(func.count())
-    .select_from(pipelines)
+# Equalities, not IN: an IN list is an expanding parameter, which compiled.py cannot run.
+DELETE_FINISHED_PIPELINES = (
+    delete(pipelines)
     .where(
         pipelines.c.project_id == bindparam("id"),
-        # Equalities, not IN: an IN list is an expanding parameter, which compiled.py cannot run.
-        or_(*(pipelines.c.state == state for state in ACTIVE_STATES)),
+        or_(*(pipelines.c.state == state for state in FINISHED_STATES)),
     )
+    .returning(*PIPELINE_COLUMNS)
 )
-DELETE_PROJECT_PIPELINES = (
-    delete(pipelines).where(pipelines.c.project_id == bindparam("id")).returning(*PIPELINE_COLUMNS)
-)
+COUNT_PIPELINES = select(func.count()).select_from(pipelines).where(pipelines.c.project_id == bindparam("id"))
 DELETE_PROJECT = delete(projects).where(projects.c.id == bindparam("id"))
 
 
@@ -234,13 +232,15 @@ def duration_at_rank(flags: HistoryFilter) -> Executable:
 
 
 @cache
-def oldest_history_ids(flags: HistoryFilter) -> Executable:
-    statement = history_filter(select(history.c.id), flags)
-    return statement.order_by(history.c.completed_at, history.c.id).limit(bindparam("_limit"))
+def prune_batch(flags: HistoryFilter) -> Executable:
+    """DELETE the oldest `_limit` matching history rows, RETURNING them (for the stats)."""
+    oldest = history_filter(select(history.c.id), flags)
+    oldest = oldest.order_by(history.c.completed_at, history.c.id).limit(bindparam("_limit"))
+    return delete(history).where(history.c.id.in_(oldest.scalar_subquery())).returning(*HISTORY_COLUMNS)
 
 
-DELETE_HISTORY = (
-    delete(history).where(history.c.id.in_(bindparam("ids", expanding=True))).returning(*HISTORY_COLUMNS)
+DROP_EMPTY_STATS = delete(history_stats).where(
+    history_stats.c.project_id == bindparam("project_id"), history_stats.c.total_completed == 0
 )
 
 

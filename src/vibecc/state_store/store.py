@@ -4,7 +4,6 @@ translated into StateStoreError subclasses here and nowhere else."""
 from __future__ import annotations
 
 import os
-import sqlite3
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from threading import RLock
@@ -36,7 +35,8 @@ class StateStore(ProjectsMixin, PipelinesMixin, HistoryMixin, StoreBase):
             SchemaVersionError instead.
         pool_size, max_overflow, pool_timeout: the connection pool.
         connect_timeout: seconds to wait for a PostgreSQL connection.
-        busy_timeout: seconds a write waits for SQLite's write lock before StorageError.
+        busy_timeout: seconds a write waits for SQLite's write lock before StorageError (first
+            behind this process's other writers, then behind other processes: up to twice this).
         statement_timeout: seconds a PostgreSQL statement may run (None: no limit).
 
     One instance may be shared by many threads.
@@ -74,6 +74,8 @@ class StateStore(ProjectsMixin, PipelinesMixin, HistoryMixin, StoreBase):
         self._dialect = dialect_for(url, options)
         self._engine = self._dialect.create_engine()
         self._connections = ConnectionCache(self._engine, self._dialect.max_idle)
+        # The driver's own errors too: BEGIN and COMMIT go to the driver directly.
+        self._database_errors = (SQLAlchemyError, OSError, self._engine.dialect.loaded_dbapi.Error)
         self._closed = False
         try:
             with self._translate():
@@ -99,7 +101,7 @@ class StateStore(ProjectsMixin, PipelinesMixin, HistoryMixin, StoreBase):
         """Close every pooled connection; later calls raise StorageError."""
         if not self._closed:
             self._closed = True
-            self._connections.clear()
+            self._connections.clear(closing=True)
             self._engine.dispose()
 
     def __enter__(self) -> StateStore:
@@ -120,7 +122,7 @@ class StateStore(ProjectsMixin, PipelinesMixin, HistoryMixin, StoreBase):
             yield
         except StateStoreError:
             raise
-        except _DATABASE_ERRORS as exc:
+        except self._database_errors as exc:
             raise StorageError(f"{describe(self._url)}: {_reason(exc)}") from exc
 
     def _read(self, *, snapshot: bool = False) -> AbstractContextManager[Connection]:
@@ -140,33 +142,31 @@ class StateStore(ProjectsMixin, PipelinesMixin, HistoryMixin, StoreBase):
         if lock is not None and not lock.acquire(timeout=busy):
             raise StorageError(f"{describe(self._url)} is locked: no write slot within {busy:g} s")
         try:
-            # A snapshot changes the connection's isolation level: it gets a connection of its
-            # own, which the pool resets on return.
-            conn = self._engine.connect() if snapshot else self._connections.take()
+            # A snapshot that needs another isolation level (PostgreSQL) gets a connection of
+            # its own, which the pool resets on return; SQLite's WAL reads are snapshots anyway.
+            options = self._dialect.read_options(snapshot)
+            if options:
+                conn = self._engine.connect().execution_options(**options)
+            else:
+                conn = self._connections.take()
             try:
-                if snapshot:
-                    conn.execution_options(**self._dialect.read_options(snapshot=True))
                 self._dialect.begin(conn, write=write)
                 yield conn
                 _commit(conn)
             except BaseException:
                 conn.close()
                 raise
-            if snapshot:
+            if options:
                 conn.close()
             else:
                 self._connections.give(conn)
         except StateStoreError:
             raise
-        except _DATABASE_ERRORS as exc:
+        except self._database_errors as exc:
             raise StorageError(f"{describe(self._url)}: {_reason(exc)}") from exc
         finally:
             if lock is not None:
                 lock.release()
-
-
-# sqlite3.Error too: engine.sqlite_begin and compiled.py reach the driver directly.
-_DATABASE_ERRORS = (SQLAlchemyError, sqlite3.Error, OSError)
 
 
 def _commit(conn: Connection) -> None:

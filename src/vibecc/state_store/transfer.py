@@ -1,8 +1,8 @@
 """copy_store: move a whole store (projects, active pipelines, history) between engines.
 
 The source is read in one snapshot and streamed in batches; the target is written in one
-transaction, so a failed copy leaves it empty. Afterwards both sides are counted and
-checksummed table by table.
+transaction, so a failed copy leaves it empty; both sides are counted and checksummed table
+by table before that transaction commits, so a copy that does not verify is rolled back too.
 """
 
 from __future__ import annotations
@@ -20,8 +20,9 @@ from sqlalchemy import Connection, Table, func, select
 
 from . import rows
 from . import validation as check
-from .engine import MEMORY
+from .engine import same_database
 from .errors import CopyVerificationError, TargetNotEmptyError, ValidationError
+from .history import MAX_BATCH
 from .models import history, history_stats, pipelines, projects
 from .store import StateStore
 
@@ -74,21 +75,33 @@ def copy_store(
 
     Raises:
         TargetNotEmptyError: the target holds data; nothing was written.
-        CopyVerificationError: the copy committed but a table differs between the two sides.
+        CopyVerificationError: a table would differ between the two sides; the copy is rolled
+            back and nothing was written.
         ValidationError: source and target are the same database, or batch_size is invalid.
     """
-    check.integer("batch_size", batch_size, minimum=1, maximum=100_000)
+    check.integer("batch_size", batch_size, minimum=1, maximum=MAX_BATCH)
     with ExitStack() as stack:
         src = source if isinstance(source, StateStore) else stack.enter_context(StateStore(source))
         dst = target if isinstance(target, StateStore) else stack.enter_context(StateStore(target))
-        if _same_database(src, dst):
+        if src is dst or same_database(src._url, dst._url):
             raise ValidationError(f"source and target are the same database: {src.url}")
         with dst._write() as target_conn:
             _require_empty(target_conn, dst.url)
             with src._read(snapshot=True) as source_conn:
                 source_sums = _copy_tables(source_conn, target_conn, dst, batch_size, progress)
-        with dst._read() as conn:
-            target_sums = {table.name: _checksum(conn, table) for table in VERIFIED}
+            # Verified inside the target's transaction: a copy that does not match is rolled
+            # back and the target stays empty.
+            target_sums = {table.name: _checksum(target_conn, table) for table in VERIFIED}
+            report = _report(src, dst, source_sums, target_sums)
+    return report
+
+
+def _report(
+    src: StateStore,
+    dst: StateStore,
+    source_sums: dict[str, tuple[int, str]],
+    target_sums: dict[str, tuple[int, str]],
+) -> CopyReport:
     report = CopyReport(
         source=src.url,
         target=dst.url,
@@ -101,25 +114,10 @@ def copy_store(
     )
     broken = [t.table for t in report.tables if not t.matches]
     if broken:
-        raise CopyVerificationError(f"copy to {dst.url} differs from the source in {', '.join(broken)}")
+        raise CopyVerificationError(
+            f"copy to {dst.url} differs from the source in {', '.join(broken)}; nothing written"
+        )
     return report
-
-
-def _same_database(a: StateStore, b: StateStore) -> bool:
-    """True when both stores reach one database, however its location was spelled."""
-    if a is b:
-        return True
-    x, y = a._url, b._url
-    if a.dialect != b.dialect:
-        return False
-    if a.dialect == "sqlite":
-        if x.database in (None, "", MEMORY) or y.database in (None, "", MEMORY):
-            return False  # every in-memory store is a database of its own
-        try:
-            return os.path.samefile(x.database, y.database)
-        except OSError:
-            return False
-    return (x.host, x.port or 5432, x.database) == (y.host, y.port or 5432, y.database)
 
 
 def _require_empty(conn: Connection, where: str) -> None:
@@ -156,7 +154,8 @@ def _copy_tables(
 
 def _stream(conn: Connection, table: Table, batch_size: int) -> Iterator[Sequence[Any]]:
     statement = select(*table.c).order_by(*table.primary_key.columns)
-    result = conn.execution_options(stream_results=True, yield_per=batch_size).execute(statement)
+    # Per statement, not conn.execution_options(): that would stick to a cached connection.
+    result = conn.execute(statement, execution_options={"stream_results": True, "yield_per": batch_size})
     yield from result.partitions()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -171,6 +172,16 @@ def state(field: str, value: Any) -> PipelineState:
             pass
     allowed = ", ".join(s.value for s in PipelineState)
     raise ValidationError(f"{field} must be a PipelineState or one of {allowed}; got {_describe(value)}")
+
+
+def timestamp(field: str, value: Any) -> datetime:
+    """A timezone-aware datetime, as UTC (naive ones are refused: their zone is unknown)."""
+    if not isinstance(value, datetime) or value.utcoffset() is None:
+        raise ValidationError(f"{field} must be a timezone-aware datetime, got {_describe(value)}")
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValidationError(f"{field} is out of range once converted to UTC: {_describe(value)}") from None
 
 
 def identifier(field: str, value: Any) -> str:
