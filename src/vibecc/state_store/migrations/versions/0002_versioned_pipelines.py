@@ -6,6 +6,7 @@ Revises: 0001
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import sqlalchemy as sa
@@ -40,19 +41,92 @@ def _timestamps(batch: BatchOperations, table: str, *, aware: bool) -> None:
         )
 
 
-def _refuse_duplicate_tickets() -> None:
-    """The new unique index needs one active pipeline per ticket; say which break it."""
+_FINISHED = ("merged", "failed")
+
+
+def _archive_finished_duplicates() -> None:
+    """Make room for the unique index on (project_id, ticket_id), keeping every row.
+
+    The earlier store had no such constraint, so a ticket can hold an old merged or failed
+    pipeline that was never archived next to a newer one. Those finished pipelines move into
+    pipeline_history as the store archives them: the pipeline's id, started at created_at and
+    completed at updated_at (the best record of when it finished). Two unfinished pipelines of
+    one ticket are refused: nothing tells which one the orchestrator should keep.
+
+    Raises:
+        SchemaVersionError: a finished pipeline's id is already a history id, or a ticket
+            still has several pipelines.
+    """
     bind = op.get_bind()
-    duplicates = bind.execute(
-        sa.text(
-            "SELECT project_id, ticket_id FROM pipelines GROUP BY project_id, ticket_id HAVING count(*) > 1"
-        )
+    # The 0001 tables: their naive DateTime columns make SQLite hand back datetimes too.
+    pipelines, history = baseline.table("pipelines"), baseline.table("pipeline_history")
+    finished = sa.and_(pipelines.c.state.in_(_FINISHED), _shares_ticket(pipelines))
+    clashes = bind.scalars(
+        sa.select(pipelines.c.id)
+        .where(finished, pipelines.c.id.in_(sa.select(history.c.id)))
+        .order_by(pipelines.c.id)
     ).all()
-    if duplicates:
-        listed = ", ".join(f"{p}#{t}" for p, t in duplicates[:10])
+    if clashes:
         raise SchemaVersionError(
-            f"cannot upgrade: several active pipelines for one ticket ({listed}); "
-            "archive or delete the extra ones first"
+            f"cannot upgrade: finished pipelines {', '.join(clashes[:10])} must move to the history, "
+            "which already has records with those ids; the database looks damaged: restore it "
+            "from a backup or remove the clashing rows by hand"
+        )
+    rows = bind.execute(sa.select(pipelines).where(finished).order_by(pipelines.c.id)).all()
+    if rows:
+        op.bulk_insert(history, [_history_values(row) for row in rows])
+        bind.execute(
+            sa.delete(pipelines).where(pipelines.c.id == sa.bindparam("pipeline_id")),
+            [{"pipeline_id": row.id} for row in rows],
+        )
+    _refuse_duplicate_tickets(pipelines)
+
+
+def _shares_ticket(pipelines: sa.Table) -> sa.Exists:
+    """True for a pipeline whose ticket has another pipeline as well."""
+    other = pipelines.alias("other")
+    return sa.exists().where(
+        other.c.project_id == pipelines.c.project_id,
+        other.c.ticket_id == pipelines.c.ticket_id,
+        other.c.id != pipelines.c.id,
+    )
+
+
+def _history_values(row: sa.Row[Any]) -> dict[str, Any]:
+    """The history row of a finished pipeline, as rows.history_from_pipeline builds it."""
+    return {
+        "id": row.id,
+        "project_id": row.project_id,
+        "ticket_id": row.ticket_id,
+        "ticket_title": row.ticket_title,
+        "final_state": row.state,
+        "branch_name": row.branch_name,
+        "pr_id": row.pr_id,
+        "pr_url": row.pr_url,
+        "total_retries_ci": row.retry_count_ci,
+        "total_retries_review": row.retry_count_review,
+        "started_at": row.created_at,
+        "completed_at": row.updated_at,
+        "duration_seconds": max(0, int((row.updated_at - row.created_at).total_seconds())),
+    }
+
+
+def _refuse_duplicate_tickets(pipelines: sa.Table) -> None:
+    """The new unique index needs one pipeline per ticket; say which tickets break it."""
+    query = (
+        sa.select(pipelines.c.project_id, pipelines.c.ticket_id, pipelines.c.id)
+        .where(_shares_ticket(pipelines))
+        .order_by(pipelines.c.project_id, pipelines.c.ticket_id, pipelines.c.id)
+    )
+    rows = op.get_bind().execute(query).all()
+    if rows:
+        by_ticket = itertools.groupby(rows, lambda row: f"{row.project_id}#{row.ticket_id}")
+        first = itertools.islice(by_ticket, 10)
+        listed = "; ".join(f"{ticket} ({', '.join(r.id for r in group)})" for ticket, group in first)
+        raise SchemaVersionError(
+            f"cannot upgrade: several unfinished pipelines for one ticket: {listed}; keep one per "
+            "ticket (set the stale ones to FAILED, which the upgrade then archives, or delete "
+            "them) and upgrade again"
         )
 
 
@@ -64,11 +138,12 @@ def _rebuild(name: str) -> Any:
 
 
 def upgrade() -> None:
-    if not context.is_offline_mode():
-        _refuse_duplicate_tickets()
     op.execute("UPDATE pipelines SET state = lower(state)")
     op.execute("UPDATE pipelines SET ticket_body = '' WHERE ticket_body IS NULL")
     op.execute("UPDATE pipeline_history SET final_state = lower(final_state)")
+    if not context.is_offline_mode():
+        # Offline there are no rows to look at; a DBA running the SQL gets the index error.
+        _archive_finished_duplicates()
 
     with _rebuild("projects") as batch:
         batch.alter_column("github_project_id", type_=sa.BigInteger(), existing_type=sa.Integer())
