@@ -302,3 +302,22 @@ def test_bad_batch_size_is_refused_before_anything_is_opened(
     with pytest.raises(ValidationError, match="batch_size must be"):
         copy_store(store, target, batch_size=batch_size)
     assert not target.exists()
+
+
+def test_copy_after_a_project_history_was_pruned_away(store: StateStore, fresh_db: Any) -> None:
+    """A project whose whole history was pruned has no kept totals left over, so the copy,
+    which rebuilds the totals from the rows, verifies."""
+    project = store.create_project("Pruned", "acme/pruned")
+    pipeline = store.create_pipeline(project.id, 1, "t", "b")
+    archived = store.archive_pipeline(pipeline.id)
+    assert store.prune_history(before=archived.completed_at + timedelta(seconds=1)) == 1
+    kept = store.create_project("Kept", "acme/kept")
+    store.archive_pipeline(store.create_pipeline(kept.id, 2, "t", "b").id)
+
+    target_location = fresh_db()
+    report = copy_store(store, target_location)
+
+    assert all(t.matches for t in report.tables)
+    with StateStore(target_location) as target:
+        assert contents(target) == contents(store)
+        assert target.get_history_stats(project.id) == store.get_history_stats(project.id)

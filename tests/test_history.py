@@ -21,6 +21,7 @@ from vibecc.state_store import (
     PipelineState,
     Project,
     StateStore,
+    ValidationError,
 )
 
 if TYPE_CHECKING:
@@ -312,7 +313,7 @@ def test_cursor_token_round_trip(store: StateStore, project: Project) -> None:
 
 @pytest.mark.parametrize("token", ["", "not a token", "!!!!", "MjAyNQ==", str(uuid.uuid4())])
 def test_cursor_parse_rejects_garbage(token: str) -> None:
-    with pytest.raises(ValueError, match="not a history cursor"):
+    with pytest.raises(ValidationError, match="not a history cursor"):
         HistoryCursor.parse(token)
 
 
@@ -567,3 +568,50 @@ def test_prune_before_is_exclusive(store: StateStore, project: Project) -> None:
     assert pruned == 1
     assert progress == [1]
     assert all_history(store) == records[1:]
+
+
+# -- edges found in review ----------------------------------------------------------------------
+
+
+FAR_EAST_YEAR_1 = datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=5)))
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda s: s.get_history(since=FAR_EAST_YEAR_1),
+        lambda s: s.get_history_stats(until=FAR_EAST_YEAR_1),
+        lambda s: s.count_history(since=FAR_EAST_YEAR_1),
+        lambda s: s.prune_history(before=FAR_EAST_YEAR_1),
+        lambda s: s.import_history(
+            [replace(helpers.history_record(project_id=str(uuid.uuid4())), started_at=FAR_EAST_YEAR_1)]
+        ),
+    ],
+)
+def test_timestamps_that_overflow_in_utc_are_invalid(
+    store: StateStore, store_url: str, project: Project, call: Any
+) -> None:
+    """Year 1 at +05:00 is before year 1 in UTC: refused as input, not an OverflowError."""
+    before = helpers.snapshot(store_url)
+    with pytest.raises(ValidationError, match="out of range"):
+        call(store)
+    assert helpers.snapshot(store_url) == before
+
+
+def test_iter_history_checks_its_arguments_at_the_call(store: StateStore, project: Project) -> None:
+    with pytest.raises(ValidationError, match="batch_size"):
+        store.iter_history(batch_size=0)
+
+
+def test_prune_batch_larger_than_any_parameter_limit(store: StateStore, project: Project) -> None:
+    """One prune batch of 40,000 rows: more than SQLite's 32,766 and close to PostgreSQL's
+    65,535 bound parameters, had the ids been sent as parameters."""
+    records = [
+        helpers.history_record(project_id=project.id, completed_at=T0 + timedelta(seconds=i))
+        for i in range(40_000)
+    ]
+    store.import_history(records, batch_size=10_000)
+
+    assert store.prune_history(before=T0 + timedelta(days=1), batch_size=100_000) == 40_000
+    assert store.count_history() == 0
+    assert store.get_history_stats() == HistoryStats(0, 0, 0, 0.0, 0.0, 0.0)

@@ -178,6 +178,8 @@ def test_url_and_repr_mask_the_password(pg_server: PostgresServer) -> None:
         ("mysql://user@host/db", "unsupported database 'mysql'"),
         ("http://example.com/db", "unsupported database 'http'"),
         ("not a url://", "db_path is not a valid database URL"),
+        ("postgresql://u:s3cr3t@host:abc/db", "db_path is not a valid database URL"),
+        (make_url("mysql+pymysql://u@host/db"), "unsupported database 'mysql'"),
     ],
 )
 def test_bad_db_path_raises_validation_error(
@@ -185,10 +187,14 @@ def test_bad_db_path_raises_validation_error(
 ) -> None:
     monkeypatch.chdir(tmp_path)
 
-    with pytest.raises(ValidationError, match=match):
+    with pytest.raises(ValidationError, match=match) as raised:
         StateStore(db_path)
 
     assert not list(tmp_path.iterdir())
+    chain: BaseException | None = raised.value
+    while chain is not None:
+        assert "s3cr3t" not in str(chain)
+        chain = chain.__cause__ or chain.__context__
 
 
 @pytest.mark.parametrize(
@@ -242,3 +248,22 @@ def test_sqlite_pragmas_in_force_on_every_connection(tmp_path: Path) -> None:
 def test_sqlite_busy_timeout_option_is_applied(tmp_path: Path) -> None:
     with StateStore(tmp_path / "vibecc.db", busy_timeout=7.5) as store, store._engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 7500
+
+
+def test_driver_error_at_commit_is_storage_error(store: StateStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """COMMIT goes to the driver directly; its errors (e.g. the server gone between the last
+    statement and the commit) still come out as StorageError, with the write undone."""
+    import vibecc.state_store.store as store_module
+
+    project = store.create_project("Acme", "acme/widgets")
+    driver_error = store._engine.dialect.loaded_dbapi.OperationalError
+
+    def failing_commit(conn: Any) -> None:
+        raise driver_error("connection lost at commit")
+
+    monkeypatch.setattr(store_module, "_commit", failing_commit)
+    with pytest.raises(StorageError, match="connection lost at commit"):
+        store.create_pipeline(project.id, 1, "t", "b")
+    monkeypatch.undo()
+    assert store.list_pipelines() == []
+    assert store.create_pipeline(project.id, 1, "t", "b").version == 1

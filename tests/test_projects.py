@@ -236,3 +236,66 @@ def test_repo_can_be_reused_after_delete(store: StateStore) -> None:
 
     assert again.id != project.id
     assert store.get_project_by_repo("acme/widgets") == again
+
+
+def test_delete_project_keeps_a_pipeline_that_turned_active_meanwhile(pg_server: Any) -> None:
+    """A finished pipeline moved back to work while delete_project runs is neither archived
+    nor deleted: the delete re-checks the state under the row lock and gives up."""
+    # PostgreSQL only: on SQLite writes queue whole, so no writer gets in between.
+    import threading
+
+    from sqlalchemy import create_engine, text
+
+    store_url = pg_server.create_database()
+    store = StateStore(store_url)
+    project = store.create_project("Acme", "acme/widgets")
+    pipeline = store.create_pipeline(project.id, 1, "t", "b")
+    store.update_pipeline(pipeline.id, state=PipelineState.FAILED)
+    other = create_engine(store_url, pool_size=2)
+    outcome: list[BaseException | None] = []
+    try:
+        with other.connect() as conn:
+            conn.execute(
+                text("UPDATE pipelines SET state = 'coding', version = version + 1 WHERE id = :id"),
+                {"id": pipeline.id},
+            )
+
+            def delete() -> None:
+                try:
+                    store.delete_project(project.id)
+                    outcome.append(None)
+                except BaseException as exc:
+                    outcome.append(exc)
+
+            worker = threading.Thread(target=delete)
+            worker.start()
+            _wait_for_a_lock_wait(other)
+            conn.commit()
+            worker.join(30)
+    finally:
+        other.dispose()
+    assert len(outcome) == 1, outcome
+    assert isinstance(outcome[0], ProjectHasActivePipelinesError), outcome
+    assert store.get_pipeline(pipeline.id).state == PipelineState.CODING
+    assert store.get_project(project.id) == project
+    assert store.count_history() == 0
+    store.close()
+
+
+def _wait_for_a_lock_wait(engine: Any) -> None:
+    """Until some backend of this database waits on a lock (the store's delete)."""
+    import time
+
+    from sqlalchemy import text
+
+    query = text(
+        "SELECT count(*) FROM pg_stat_activity "
+        "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        with engine.connect() as probe:
+            if probe.execute(query).scalar_one():
+                return
+        time.sleep(0.02)
+    raise AssertionError("the store's delete never waited on the row lock")
