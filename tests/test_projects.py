@@ -299,3 +299,27 @@ def _wait_for_a_lock_wait(engine: Any) -> None:
                 return
         time.sleep(0.02)
     raise AssertionError("the store's delete never waited on the row lock")
+
+
+def test_names_and_ids_sort_by_code_point_under_a_locale_collation(pg_server: Any, tmp_path: Any) -> None:
+    """A PostgreSQL database whose default collation is a locale (here ICU en-US, which puts
+    "Zeta" after "alpha" and ignores "-") still lists projects in SQLite's order."""
+    from sqlalchemy import text
+
+    name = f"vibecc_test_icu_{uuid.uuid4().hex[:8]}"
+    with pg_server._engine.connect() as conn:
+        conn.execute(
+            text(f"CREATE DATABASE \"{name}\" LOCALE_PROVIDER icu ICU_LOCALE 'en-US' TEMPLATE template0")
+        )
+    pg_server.created.append(name)
+    names = ["alpha", "Zeta", "a-c", "ab", "Ab", "_x", "é"]
+    listed: dict[str, list[str]] = {}
+    for engine, location in (
+        ("postgresql", pg_server.admin_url.set(database=name).render_as_string(hide_password=False)),
+        ("sqlite", str(tmp_path / "vibecc.db")),
+    ):
+        with StateStore(location) as store:
+            for i, project_name in enumerate(names):
+                store.create_project(project_name, f"acme/repo-{i}")
+            listed[engine] = [p.name for p in store.list_projects()]
+    assert listed["postgresql"] == listed["sqlite"] == sorted(names)

@@ -21,7 +21,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
-from sqlalchemy.types import TypeDecorator
+from sqlalchemy.types import TypeDecorator, TypeEngine
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -30,6 +30,19 @@ NAMING_CONVENTION = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
+
+
+
+def ordered_text(length: int) -> TypeEngine[str]:
+    """VARCHAR that compares and sorts by code point on every engine: SQLite's default
+    (BINARY) and PostgreSQL's "C" collation. A database's default collation may be a locale
+    (en_US.UTF-8 puts "a-b" after "ab" and "Zeta" after "alpha"), and then list orders and id
+    tie-breaks would differ between the engines."""
+    return String(length).with_variant(String(length, collation="C"), "postgresql")
+
+
+KEY = ordered_text(36)
+"""Ids and the project ids that refer to them."""
 
 STATE_VALUES = "'queued', 'coding', 'testing', 'review', 'merged', 'failed'"
 
@@ -87,8 +100,8 @@ class ProjectRow(Base):
     __tablename__ = "projects"
     __table_args__ = (UniqueConstraint("repo"),)
 
-    id: Mapped[str] = mapped_column(String(36), primary_key=True)
-    name: Mapped[str] = mapped_column(String(255))
+    id: Mapped[str] = mapped_column(KEY, primary_key=True)
+    name: Mapped[str] = mapped_column(ordered_text(255))
     repo: Mapped[str] = mapped_column(String(255))
     base_branch: Mapped[str] = mapped_column(String(255))
     github_project_id: Mapped[int | None] = mapped_column(BigInteger)
@@ -110,8 +123,8 @@ class PipelineRow(Base):
         Index(None, "created_at", "id"),
     )
 
-    id: Mapped[str] = mapped_column(String(36), primary_key=True)
-    project_id: Mapped[str] = mapped_column(String(36), ForeignKey("projects.id"))
+    id: Mapped[str] = mapped_column(KEY, primary_key=True)
+    project_id: Mapped[str] = mapped_column(KEY, ForeignKey("projects.id"))
     ticket_id: Mapped[str] = mapped_column(String(64))
     ticket_title: Mapped[str] = mapped_column(String(1000))
     ticket_body: Mapped[str] = mapped_column(Text)
@@ -138,8 +151,8 @@ class HistoryRow(Base):
         Index(None, "completed_at", "id"),
     )
 
-    id: Mapped[str] = mapped_column(String(36), primary_key=True)
-    project_id: Mapped[str] = mapped_column(String(36))
+    id: Mapped[str] = mapped_column(KEY, primary_key=True)
+    project_id: Mapped[str] = mapped_column(KEY)
     ticket_id: Mapped[str] = mapped_column(String(64))
     ticket_title: Mapped[str] = mapped_column(String(1000))
     final_state: Mapped[str] = mapped_column(String(16))
@@ -158,7 +171,7 @@ class HistoryStatsRow(Base):
 
     __tablename__ = "history_stats"
 
-    project_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    project_id: Mapped[str] = mapped_column(KEY, primary_key=True)
     total_completed: Mapped[int] = mapped_column(BigInteger)
     total_merged: Mapped[int] = mapped_column(BigInteger)
     total_failed: Mapped[int] = mapped_column(BigInteger)

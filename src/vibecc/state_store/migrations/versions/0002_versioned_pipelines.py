@@ -15,7 +15,7 @@ from alembic.operations import BatchOperations
 
 from vibecc.state_store.errors import SchemaVersionError
 from vibecc.state_store.migrations import baseline
-from vibecc.state_store.models import NAMING_CONVENTION, STATE_VALUES
+from vibecc.state_store.models import NAMING_CONVENTION, STATE_VALUES, ordered_text
 
 revision = "0002"
 down_revision = "0001"
@@ -27,6 +27,18 @@ _TIMESTAMPS = {
     "pipelines": ("created_at", "updated_at"),
     "pipeline_history": ("started_at", "completed_at"),
 }
+
+
+def _keys(batch: BatchOperations, columns: tuple[str, ...], *, ordered: bool) -> None:
+    """Ids and names compare by code point on PostgreSQL too (COLLATE "C", as SQLite does)."""
+    for column in columns:
+        length = 255 if column == "name" else 36
+        batch.alter_column(
+            column,
+            type_=ordered_text(length) if ordered else sa.String(length),
+            existing_type=sa.String(length),
+            existing_nullable=False,
+        )
 
 
 def _timestamps(batch: BatchOperations, table: str, *, aware: bool) -> None:
@@ -148,6 +160,7 @@ def upgrade() -> None:
     with _rebuild("projects") as batch:
         batch.alter_column("github_project_id", type_=sa.BigInteger(), existing_type=sa.Integer())
         _timestamps(batch, "projects", aware=True)
+        _keys(batch, ("id", "name"), ordered=True)
 
     with _rebuild("pipelines") as batch:
         batch.add_column(sa.Column("version", sa.Integer(), nullable=False, server_default="1"))
@@ -155,6 +168,7 @@ def upgrade() -> None:
         batch.alter_column("ticket_body", nullable=False, existing_type=sa.Text())
         batch.alter_column("pr_id", type_=sa.BigInteger(), existing_type=sa.Integer())
         _timestamps(batch, "pipelines", aware=True)
+        _keys(batch, ("id", "project_id"), ordered=True)
         batch.create_check_constraint("state", f"state IN ({STATE_VALUES})")
         batch.create_check_constraint("version", "version >= 1")
         batch.create_index("uq_pipelines_project_id_ticket_id", ["project_id", "ticket_id"], unique=True)
@@ -173,6 +187,7 @@ def upgrade() -> None:
             "duration_seconds", type_=sa.BigInteger(), existing_type=sa.Integer(), existing_nullable=False
         )
         _timestamps(batch, "pipeline_history", aware=True)
+        _keys(batch, ("id", "project_id"), ordered=True)
         batch.create_check_constraint("final_state", f"final_state IN ({STATE_VALUES})")
         batch.create_index(
             "ix_pipeline_history_project_id_completed_at_id", ["project_id", "completed_at", "id"]
@@ -184,7 +199,7 @@ def upgrade() -> None:
 
     op.create_table(
         "history_stats",
-        sa.Column("project_id", sa.String(36), nullable=False),
+        sa.Column("project_id", ordered_text(36), nullable=False),
         sa.Column("total_completed", sa.BigInteger(), nullable=False),
         sa.Column("total_merged", sa.BigInteger(), nullable=False),
         sa.Column("total_failed", sa.BigInteger(), nullable=False),
@@ -213,6 +228,7 @@ def downgrade() -> None:
         batch.drop_index("ix_pipeline_history_project_id_completed_at_id")
         batch.drop_constraint(op.f("ck_pipeline_history_final_state"), type_="check")
         _timestamps(batch, "pipeline_history", aware=False)
+        _keys(batch, ("id", "project_id"), ordered=False)
         batch.alter_column(
             "duration_seconds", type_=sa.Integer(), existing_type=sa.BigInteger(), existing_nullable=False
         )
@@ -229,6 +245,7 @@ def downgrade() -> None:
         batch.drop_constraint(op.f("ck_pipelines_version"), type_="check")
         batch.drop_constraint(op.f("ck_pipelines_state"), type_="check")
         _timestamps(batch, "pipelines", aware=False)
+        _keys(batch, ("id", "project_id"), ordered=False)
         batch.alter_column("pr_id", type_=sa.Integer(), existing_type=sa.BigInteger())
         batch.alter_column("ticket_body", nullable=True, existing_type=sa.Text())
         batch.alter_column("state", type_=sa.String(7), existing_type=sa.String(16), existing_nullable=False)
@@ -236,6 +253,7 @@ def downgrade() -> None:
 
     with op.batch_alter_table("projects", naming_convention=NAMING_CONVENTION) as batch:
         _timestamps(batch, "projects", aware=False)
+        _keys(batch, ("id", "name"), ordered=False)
         batch.alter_column("github_project_id", type_=sa.Integer(), existing_type=sa.BigInteger())
 
     op.execute("UPDATE pipelines SET state = upper(state)")
