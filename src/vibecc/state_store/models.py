@@ -32,7 +32,6 @@ NAMING_CONVENTION = {
 }
 
 
-
 def ordered_text(length: int) -> TypeEngine[str]:
     """VARCHAR that compares and sorts by code point on every engine: SQLite's default
     (BINARY) and PostgreSQL's "C" collation. A database's default collation may be a locale
