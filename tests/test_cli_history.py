@@ -102,6 +102,36 @@ def test_dates_are_utc_and_naive_means_utc(text: str, expected: datetime) -> Non
     assert converted.utcoffset() == timedelta(0)
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("history", "list", "--since", "0001-01-01T00:00:00+05:00"),
+        ("history", "stats", "--until", "9999-12-31T23:00:00-05:00"),
+        ("prune", "--before", "0001-01-01T00:00:00+05:00", "--dry-run"),
+        ("export", "--since", "0001-01-01T00:00:00+05:00"),
+    ],
+)
+def test_a_date_outside_the_utc_range_is_bad_input(store_url: str, args: tuple[str, ...]) -> None:
+    ok(store_url, "projects", "add", "acme/web", "--name", "Web")
+    one_line_error(run(store_url, *args), 2, "is out of the range of dates")
+
+
+@pytest.mark.parametrize(("days", "code"), [("36500", 0), ("36501", 2), ("1000000", 2), ("-1", 2)])
+def test_keep_days_is_bounded(store_url: str, days: str, code: int) -> None:
+    ok(store_url, "projects", "add", "acme/web", "--name", "Web")
+    result = run(store_url, "prune", "--keep-days", days, "--dry-run")
+    if code:
+        one_line_error(result, code, "--keep-days", "0<=x<=36500")
+    else:
+        assert result.exit_code == 0, result.stderr
+        assert "would delete 0 history record(s)" in result.stdout
+
+
+def test_days_ago_out_of_the_range_of_dates_is_bad_input() -> None:
+    with pytest.raises(cli_common.BadInput, match="out of the range of dates"):
+        cli_common.days_ago(10**9)
+
+
 # -- export / import ---------------------------------------------------------------------------
 
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vibecc.state_store import PipelineState, StateStore
-from vibecc.state_store.demo import REPO
+from vibecc.state_store.demo import REPO, SAMPLE
 
 if TYPE_CHECKING:
     from tests.conftest import PostgresServer
@@ -66,44 +67,90 @@ def test_copy_into_itself_is_bad_input(store_url: str) -> None:
     one_line_error(run(store_url, "copy", "--to", store_url), 2, "same database")
 
 
-def test_demo_walks_tickets_and_can_run_again(store_url: str) -> None:
-    first = ok(store_url, "demo")
-    assert "Imported 30 finished tickets" in first.stdout
-    assert "coding (CI failed)" in first.stdout
-    assert "History of vibecc/demo" in first.stdout
+def _walked(store_url: str) -> list[tuple[str, PipelineState, int, int]]:
     with StateStore(store_url) as store:
         project = store.get_project_by_repo(REPO)
-        live = [h for h in store.iter_history(project.id) if int(h.ticket_id) > 30]
-        active = store.list_pipelines(project.id)
-    # Six tickets: 31 merged, 32 merged after a CI retry, 33 failed, 34 merged; 35 and 36 go on.
-    assert [(h.ticket_id, h.final_state, h.total_retries_ci, h.total_retries_review) for h in live] == [
-        ("31", PipelineState.MERGED, 0, 0),
-        ("32", PipelineState.MERGED, 1, 0),
-        ("33", PipelineState.FAILED, 0, 1),
-        ("34", PipelineState.MERGED, 0, 0),
+        return [
+            (h.ticket_id, h.final_state, h.total_retries_ci, h.total_retries_review)
+            for h in store.iter_history(project.id)
+            if not h.ticket_title.startswith(SAMPLE)
+        ]
+
+
+def test_demo_walks_every_ticket_to_the_end_and_archives_it(store_url: str) -> None:
+    first = ok(store_url, "demo")
+    assert "Imported" not in first.stdout  # no invented history unless asked for
+    assert "coding (CI failed)" in first.stdout
+    assert "Board: empty, every demo ticket is finished and archived." in first.stdout
+    assert "History of vibecc/demo" in first.stdout
+    assert "Durations are ~0s: the demo walks each ticket in an instant" in first.stdout
+    # Six tickets: 1 merged, 2 merged after a CI retry, 3 failed after a review, 4-6 merged.
+    assert _walked(store_url) == [
+        ("1", PipelineState.MERGED, 0, 0),
+        ("2", PipelineState.MERGED, 1, 0),
+        ("3", PipelineState.FAILED, 0, 1),
+        ("4", PipelineState.MERGED, 0, 0),
+        ("5", PipelineState.MERGED, 0, 0),
+        ("6", PipelineState.MERGED, 0, 0),
     ]
-    assert all(h.pr_url == f"https://github.com/{REPO}/pull/{1000 + int(h.ticket_id)}" for h in live)
-    # Created (version 1), claimed (2), in TESTING with its PR (3); the other waits queued.
+    with StateStore(store_url) as store:
+        history = list(store.iter_history())
+    assert all(h.pr_url == f"https://github.com/{REPO}/pull/{1000 + int(h.ticket_id)}" for h in history)
+    assert as_json(store_url, "pipelines", "list") == []
+    stats = as_json(store_url, "history", "stats", "--project", REPO)
+    assert (stats["total_completed"], stats["total_merged"], stats["total_failed"]) == (6, 5, 1)
+
+    again = ok(store_url, "demo", "--tickets", "3")
+    assert "(resumed)" not in again.stdout
+    assert [t for t, *_ in _walked(store_url)] == [str(n) for n in range(1, 10)]
+    assert as_json(store_url, "history", "stats")["total_failed"] == 2
+
+
+def test_demo_can_leave_tickets_in_progress_and_finishes_them_next_time(store_url: str) -> None:
+    first = ok(store_url, "demo", "--tickets", "6", "--leave-active", "5", "--seed-history", "30")
+    assert "Imported 30 invented tickets of the past two weeks as history (#1-#30, titled [sample])" in (
+        first.stdout
+    )
+    assert "Board: empty" not in first.stdout
+    assert "Durations are ~0s" not in first.stdout  # the invented tickets took a while
+    with StateStore(store_url) as store:
+        project = store.get_project_by_repo(REPO)
+        seeded = list(store.iter_history(project.id))[:-1]
+        active = store.list_pipelines(project.id)
+    assert len(seeded) == 30
+    assert all(h.ticket_title.startswith(SAMPLE) for h in seeded)
+    assert all(h.completed_at > datetime.now(UTC) - timedelta(days=14) for h in seeded)
+    assert _walked(store_url) == [("31", PipelineState.MERGED, 0, 0)]
+    # Created (version 1), claimed (2), then one version per step; the oldest went furthest.
     assert sorted((p.ticket_id, p.state, p.version, p.pr_id) for p in active) == [
-        ("35", PipelineState.TESTING, 3, 1035),
+        ("32", PipelineState.REVIEW, 4, 1032),
+        ("33", PipelineState.TESTING, 3, 1033),
+        ("34", PipelineState.CODING, 2, None),
+        ("35", PipelineState.QUEUED, 1, None),
         ("36", PipelineState.QUEUED, 1, None),
     ]
 
     second = ok(store_url, "demo", "--tickets", "2")
-    assert "Imported" not in second.stdout  # the history is seeded once
+    assert "Imported" not in second.stdout
+    assert "(resumed) review → merged" in second.stdout
     assert "(resumed) testing → review → merged" in second.stdout
+    assert "Board: empty" in second.stdout
     with StateStore(store_url) as store:
         finished = {h.ticket_id: h.final_state for h in store.iter_history(project.id)}
         assert store.list_pipelines(project.id) == []
-    # 35 and 36 resumed to MERGED, then 37 and 38 new.
-    assert [finished[t] for t in ("35", "36", "37", "38")] == [PipelineState.MERGED] * 4
-    assert len(finished) == 38
-    stats = as_json(store_url, "history", "stats", "--project", REPO)
-    assert stats["total_completed"] == 38
+    # 32-36 resumed to MERGED, then 37 and 38 new (38 after a CI retry).
+    assert [finished[str(t)] for t in range(32, 39)] == [PipelineState.MERGED] * 7
+    assert _walked(store_url)[-1] == ("38", PipelineState.MERGED, 1, 0)
+    assert as_json(store_url, "history", "stats", "--project", REPO)["total_completed"] == 38
 
 
-def test_demo_without_seeding_counts_only_the_walked_tickets(store_url: str) -> None:
-    ok(store_url, "demo", "--tickets", "3", "--no-seed-history")
+def test_demo_cannot_leave_more_tickets_than_it_walks(store_url: str) -> None:
+    one_line_error(run(store_url, "demo", "--tickets", "2", "--leave-active", "3"), 2, "--leave-active 3")
+    assert as_json(store_url, "projects", "list") == []
+
+
+def test_demo_counts_only_the_walked_tickets(store_url: str) -> None:
+    ok(store_url, "demo", "--tickets", "3")
     stats = as_json(store_url, "history", "stats")
     assert (stats["total_completed"], stats["total_merged"], stats["total_failed"]) == (3, 2, 1)
     assert stats["avg_retries_ci"] == 1 / 3

@@ -23,7 +23,13 @@ from .store import StateStore
 
 BackupProgress = Callable[[int, int], None]
 """Called with the pages copied so far and the pages in the database, after each step."""
-COUNTED = ("projects", "pipelines", "pipeline_history")
+_COUNTS = {
+    "projects": "SELECT count(*) FROM projects",
+    "pipelines": "SELECT count(*) FROM pipelines",
+    "pipeline_history": "SELECT count(*) FROM pipeline_history",
+}
+COUNTED = tuple(_COUNTS)
+"""The tables whose rows a backup reports."""
 _SIDE_FILES = ("-journal", "-wal", "-shm")
 
 
@@ -143,10 +149,7 @@ def _verify(path: Path) -> dict[str, int]:
             raise StorageError(f"the backup failed integrity_check: {'; '.join(problems[:3])}")
         tables = {str(row[0]) for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         return {
-            # The names come from COUNTED, not from input.
-            name: int(conn.execute(f'SELECT count(*) FROM "{name}"').fetchone()[0])  # noqa: S608
-            for name in COUNTED
-            if name in tables
+            name: int(conn.execute(count).fetchone()[0]) for name, count in _COUNTS.items() if name in tables
         }
     finally:
         conn.close()

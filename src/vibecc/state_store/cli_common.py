@@ -16,8 +16,8 @@ from typing import Any, Protocol
 import click
 from rich.console import Console
 from sqlalchemy import Engine
-from sqlalchemy.engine import URL
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 
 from .engine import EngineOptions, describe, dialect_for, mask, to_url
 from .errors import StorageError, ValidationError
@@ -65,7 +65,20 @@ class Env:
 
     @property
     def url(self) -> URL:
-        return to_url(self.db)
+        """--db as a URL.
+
+        Raises:
+            ValidationError: the library refuses it (an unsupported database, say).
+            BadInput: it cannot be parsed (a port that is not a number, say), for which
+                make_url raises ArgumentError or a plain ValueError.
+        """
+        try:
+            return to_url(self.db)
+        except ValidationError:
+            raise
+        except (ArgumentError, ValueError):
+            # Not the URL itself: make_url's message may quote it, password and all.
+            raise BadInput("--db is not a valid database URL (is the port a number?)") from None
 
     @property
     def where(self) -> str:
@@ -79,9 +92,15 @@ class Env:
 
     @property
     def password(self) -> str | None:
+        """The password in --db, to keep it out of messages; None when there is none.
+
+        Never raises: it is looked up while another error is being reported.
+        """
+        if "://" not in self.db:
+            return None
         try:
-            secret = self.url.password
-        except ValidationError:  # an unparseable URL: nothing was taken as a password
+            secret = make_url(self.db).password
+        except (ArgumentError, ValueError):  # unparseable: nothing was taken as a password
             return None
         return str(secret) if secret else None
 
@@ -190,32 +209,6 @@ def iso(moment: datetime | None) -> str | None:
     return None if moment is None else moment.astimezone(UTC).isoformat()
 
 
-def when(moment: datetime) -> str:
-    """A timestamp for tables: UTC to the minute."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M")
-
-
-def duration(seconds: float | None) -> str:
-    """45s, 12m 03s, 2h 05m, 3d 4h."""
-    if seconds is None:
-        return "-"
-    whole = round(seconds)
-    if whole < 60:
-        return f"{whole}s"
-    minutes, secs = divmod(whole, 60)
-    if minutes < 60:
-        return f"{minutes}m {secs:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    if hours < 24:
-        return f"{hours}h {minutes:02d}m"
-    days, hours = divmod(hours, 24)
-    return f"{days}d {hours}h"
-
-
-def percent(share: float) -> str:
-    return f"{share * 100:.1f}%"
-
-
 # -- arguments -------------------------------------------------------------------------------
 
 
@@ -234,7 +227,10 @@ class UTCDateTime(click.ParamType[datetime, Any]):
             moment = datetime.fromisoformat(value)
         except (TypeError, ValueError):
             self.fail(f"{value!r} is not a date (YYYY-MM-DD) or an ISO-8601 timestamp", param, ctx)
-        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+        try:
+            return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+        except OverflowError:  # 0001-01-01T00:00+05:00 is before the first moment in UTC
+            self.fail(f"{value!r} is out of the range of dates", param, ctx)
 
 
 DATE = UTCDateTime()
@@ -244,8 +240,16 @@ until_option = click.option("--until", type=DATE, help="Only what completed befo
 project_option = click.option("--project", "project_ref", metavar="REPO|ID", help="Only this project.")
 
 
+MAX_DAYS = 36_500
+"""The longest span in days an option takes (about a century)."""
+
+
 def days_ago(days: int) -> datetime:
-    return datetime.now(UTC) - timedelta(days=days)
+    """Now minus `days` days. Raises BadInput when that is before the first representable date."""
+    try:
+        return datetime.now(UTC) - timedelta(days=days)
+    except OverflowError:
+        raise BadInput(f"{days} days ago is out of the range of dates") from None
 
 
 def find_project(store: StateStore, ref: str) -> Project:

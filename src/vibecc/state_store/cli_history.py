@@ -13,6 +13,7 @@ import click
 
 from .cli_common import (
     DATE,
+    MAX_DAYS,
     Advance,
     Env,
     console,
@@ -112,7 +113,11 @@ def history_stats(
 
 @click.command()
 @click.option("--before", type=DATE, help="Delete history completed before DATE.")
-@click.option("--keep-days", type=click.IntRange(min=0), help="Delete history older than N days.")
+@click.option(
+    "--keep-days",
+    type=click.IntRange(0, MAX_DAYS),
+    help=f"Delete history older than N days (0 to {MAX_DAYS:,}).",
+)
 @project_option
 @click.option("--dry-run", is_flag=True, help="Only count what would be deleted.")
 @batch_option

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 
@@ -26,7 +27,8 @@ from .cli_common import (
 )
 from .cli_history import stats_of
 from .cli_views import STATE_STYLE, board, copy_table, stats_table
-from .demo import run_demo
+from .demo import SAMPLE, TicketRun, run_demo
+from .history import MAX_BATCH
 from .report import collect
 from .report_html import render
 from .transfer import copy_store
@@ -79,7 +81,7 @@ def backup(env: Env, dest: Path, force: bool, as_json: bool) -> None:
 
 @click.command()
 @click.option("--to", "target", required=True, metavar="PATH|URL", help="An empty store to copy into.")
-@click.option("--batch-size", type=click.IntRange(1, 100_000), default=1000, show_default=True)
+@click.option("--batch-size", type=click.IntRange(1, MAX_BATCH), default=1000, show_default=True)
 @json_option
 @pass_env
 def copy(env: Env, target: str, batch_size: int, as_json: bool) -> None:
@@ -152,40 +154,69 @@ def report(
     "--tickets", type=click.IntRange(1, 500), default=6, show_default=True, help="New tickets to walk."
 )
 @click.option(
-    "--seed-history/--no-seed-history",
-    default=True,
-    show_default=True,
-    help="On a demo project without history, first import two weeks of finished tickets.",
+    "--seed-history",
+    type=click.IntRange(0, 10_000),
+    default=0,
+    metavar="N",
+    help="First import N invented finished tickets of the past two weeks, titled [sample].",
+)
+@click.option(
+    "--leave-active",
+    type=click.IntRange(0, 500),
+    default=0,
+    metavar="K",
+    help="Leave the last K new tickets in progress, so the board has cards.",
 )
 @pass_env
-def demo(env: Env, tickets: int, seed_history: bool) -> None:
+def demo(env: Env, tickets: int, seed_history: int, leave_active: int) -> None:
     """Play the orchestrator on a demo project (vibecc/demo), then show the board and stats.
 
     Tickets are claimed and moved QUEUED -> CODING -> TESTING -> REVIEW -> MERGED with
-    expected_version on every write; one needs a second CI run, one ends FAILED, each
-    finished one is archived, and with 4 or more tickets the last ones stay in progress.
-    Running it again finishes those first and continues with the next ticket numbers.
+    expected_version on every write; one needs a second CI run, one ends FAILED, and each is
+    archived when it is finished. Running it again first finishes what an earlier run left in
+    progress, then continues with the next ticket numbers.
     """
+    if leave_active > tickets:
+        raise BadInput(f"--leave-active {leave_active} is more than --tickets {tickets}")
     store = env.store(create=True)
-    result = run_demo(store, tickets, seed_history=seed_history)
+    result = run_demo(store, tickets, seed_history=seed_history, leave_active=leave_active)
     out = console()
     out.print(Text.assemble(("Demo project ", ""), (result.project.repo, "bold"), f" in {env.where}"))
     if result.seeded:
-        out.print(f"Imported {result.seeded} finished tickets of the past two weeks as history.")
+        first, last = result.seeded[0], result.seeded[-1]
+        out.print(
+            Text(
+                f"Imported {len(result.seeded)} invented tickets of the past two weeks as history "
+                f"(#{first}-#{last}, titled {SAMPLE}): sample data, not walked."
+            )
+        )
+    out.print(_walked(result.runs))
+    out.print()
+    active = store.list_pipelines(result.project.id)
+    if active:
+        out.print(board(active, repos(store)))
+    else:
+        out.print("Board: empty, every demo ticket is finished and archived.")
+    out.print()
+    stats = stats_of(store, result.project.id, None, None)
+    out.print(stats_table(stats, f"History of {result.project.repo}"))
+    if stats["p95_duration_seconds"] is not None and stats["p95_duration_seconds"] < 60:
+        out.print(
+            "Durations are ~0s: the demo walks each ticket in an instant "
+            "(--seed-history 30 adds invented tickets that took a while).",
+            style="dim",
+        )
+    prefix = f"vibecc-state --db {env.shown}"
+    out.print(Text(f"Try: {prefix} history list\n     {prefix} report --html report.html", style="dim"))
+
+
+def _walked(runs: Sequence[TicketRun]) -> Table:
     walked = Table(box=None, show_header=True, title="Tickets walked", title_justify="left", pad_edge=False)
     walked.add_column("Ticket", no_wrap=True)
     walked.add_column("Path")
     walked.add_column("Now", no_wrap=True)
-    for run in result.runs:
+    for run in runs:
         now = Text(run.state.value + (" (archived)" if run.archived else ""), style=STATE_STYLE[run.state])
         path = ("(resumed) " if run.resumed else "") + " → ".join(run.steps)
         walked.add_row(f"#{run.ticket_id}", path, now)
-    out.print(walked)
-    out.print()
-    out.print(board(store.list_pipelines(result.project.id), repos(store)))
-    out.print()
-    out.print(
-        stats_table(stats_of(store, result.project.id, None, None), f"History of {result.project.repo}")
-    )
-    prefix = f"vibecc-state --db {env.shown}"
-    out.print(Text(f"Try: {prefix} history list\n     {prefix} report --html report.html", style="dim"))
+    return walked

@@ -11,7 +11,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from .cli_common import duration, percent, when
+from .formatting import by_state, duration, percent, when
 from .records import Pipeline, PipelineHistory, PipelineState, Project
 from .transfer import CopyReport
 
@@ -119,12 +119,10 @@ def pipelines_table(pipelines: Sequence[Pipeline], repos: dict[str, str]) -> Tab
 
 def board(pipelines: Sequence[Pipeline], repos: dict[str, str]) -> RenderableType:
     """One column per state, oldest ticket on top; MERGED/FAILED only when something is in them."""
-    states = [s for s in PipelineState if not s.is_terminal or any(p.state is s for p in pipelines)]
     several = len({p.project_id for p in pipelines}) > 1
     table = Table(box=box.ROUNDED, expand=True, title="Board", title_justify="left", show_lines=True)
     cells: list[RenderableType] = []
-    for state in states:
-        cards = sorted((p for p in pipelines if p.state is state), key=lambda p: (p.created_at, p.id))
+    for state, cards in by_state(pipelines).items():
         table.add_column(
             Text(f"{state.value.upper()} {len(cards)}", style=f"bold {STATE_STYLE[state]}"), ratio=1
         )

@@ -15,11 +15,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from .errors import ProjectNotFoundError
+from .errors import ProjectNotFoundError, ValidationError
 from .records import Pipeline, PipelineHistory, PipelineState, Project
 from .store import StateStore
 
 REPO = "vibecc/demo"
+SAMPLE = "[sample]"
+"""The start of the title of every invented history record (--seed-history)."""
 Q, C, T, R, M, F = (
     PipelineState.QUEUED,
     PipelineState.CODING,
@@ -43,6 +45,9 @@ TITLES = (
     "Document the state store CLI",
 )
 _ROLES = ("merged", "ci_retry", "failed")
+_PATH = (Q, C, T, R, M)
+_STOPS = (R, T, C, Q)
+"""Where tickets left in progress stop, the oldest first."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,36 +65,61 @@ class TicketRun:
 
 @dataclass(frozen=True, slots=True)
 class DemoResult:
+    """The demo project, the ticket numbers of invented history imported, and the tickets walked."""
+
     project: Project
-    seeded: int
+    seeded: range
     runs: tuple[TicketRun, ...]
 
 
-def run_demo(store: StateStore, tickets: int = 6, *, seed_history: bool = True) -> DemoResult:
+def run_demo(
+    store: StateStore, tickets: int = 6, *, seed_history: int = 0, leave_active: int = 0
+) -> DemoResult:
     """Walk `tickets` new tickets of the demo project, after finishing any the last run left.
 
-    With seed_history and a project without history, first import finished tickets of the
-    past two weeks (import_history) so that stats and the report have something to show.
+    Each new ticket is walked to the end and archived: the first merges, the second merges
+    after a CI retry, the third ends FAILED after a rejected review, the others merge.
+
+    Args:
+        seed_history: first import this many invented finished tickets of the past two weeks
+            (import_history, titles marked "[sample]"), so that durations have something real
+            to show; the walk itself takes no time.
+        leave_active: leave the last this-many new tickets in progress (REVIEW, TESTING,
+            CODING, then QUEUED), so that the board has cards. The next run finishes them.
+
+    Raises:
+        ValidationError: leave_active is more than tickets, or a count is negative.
     """
+    if min(tickets, seed_history, leave_active) < 0:
+        raise ValidationError("the demo's ticket counts must not be negative")
+    if leave_active > tickets:
+        raise ValidationError(f"the demo cannot leave {leave_active} of {tickets} new ticket(s) in progress")
     project = _project(store)
-    seeded = _seed(store, project) if seed_history and not store.count_history(project.id) else 0
     runs = [_finish(store, project, pipeline) for pipeline in reversed(store.list_pipelines(project.id))]
+    seeded = _seed(store, project, _next_ticket(store, project), seed_history)
     first = _next_ticket(store, project)
     for number in range(first, first + tickets):
         store.create_pipeline(project.id, number, _title(number), _branch(number), ticket_body=_body(number))
-    left = 0 if tickets <= 3 else min(2, tickets - 3)
-    for index in range(tickets - left):
-        runs.append(
-            _walk(store, project, _claim(store, project), _ROLES[index] if index < len(_ROLES) else "merged")
-        )
-    if left:
-        # The oldest waiting ticket is picked up and stays in TESTING; the other stays queued.
-        walker = _Walker(store, project, _claim(store, project))
-        walker.steps = [Q.value, C.value]
-        walker.to(T)
-        runs.append(walker.run(archive=False))
-        runs.extend(_Walker(store, project, p).run(archive=False) for p in _queued(store, project))
+    for index in range(tickets - leave_active):
+        role = _ROLES[index] if index < len(_ROLES) else "merged"
+        runs.append(_walk(store, project, _claim(store, project), role))
+    runs.extend(_leave(store, project, leave_active))
     return DemoResult(project, seeded, tuple(runs))
+
+
+def _leave(store: StateStore, project: Project, count: int) -> list[TicketRun]:
+    """Take the `count` tickets still queued part of the way: the oldest furthest (see _STOPS)."""
+    runs: list[TicketRun] = []
+    for index in range(count):
+        stop = _STOPS[index] if index < len(_STOPS) else Q
+        if stop is Q:  # the rest wait; claim_pipeline would take the oldest of them
+            return runs + [_Walker(store, project, p).run(archive=False) for p in _queued(store, project)]
+        walker = _Walker(store, project, _claim(store, project))
+        walker.steps = [Q.value, C.value]  # claim_pipeline moved it QUEUED -> CODING
+        for state in _PATH[_PATH.index(C) + 1 : _PATH.index(stop) + 1]:
+            walker.to(state)
+        runs.append(walker.run(archive=False))
+    return runs
 
 
 def _claim(store: StateStore, project: Project) -> Pipeline:
@@ -161,20 +191,23 @@ def _walk(store: StateStore, project: Project, claimed: Pipeline, role: str) -> 
 def _finish(store: StateStore, project: Project, pipeline: Pipeline) -> TicketRun:
     """Resume a pipeline a previous run left active, all the way to MERGED."""
     walker = _Walker(store, project, pipeline)
-    order = [Q, C, T, R, M]
-    if pipeline.state in order:
-        for state in order[order.index(pipeline.state) + 1 :]:
+    if pipeline.state in _PATH:
+        for state in _PATH[_PATH.index(pipeline.state) + 1 :]:
             walker.to(state)
     return walker.run(archive=True, resumed=True)
 
 
-def _seed(store: StateStore, project: Project, count: int = 30, days: int = 14) -> int:
-    """Import `count` finished tickets spread over the past `days` days (fixed random seed)."""
+def _seed(store: StateStore, project: Project, first: int, count: int, days: int = 14) -> range:
+    """Import `count` invented finished tickets, numbered from `first`, spread over the past
+    `days` days (fixed random seed); their titles are marked [sample]."""
+    numbers = range(first, first + count)
+    if not count:
+        return numbers
     rng = random.Random(1234)
     now = datetime.now(UTC).replace(microsecond=0)
-    ends = sorted(now - timedelta(seconds=rng.uniform(3600, days * 86400)) for _ in range(count))
+    ends = sorted(now - timedelta(seconds=rng.uniform(3600, days * 86400)) for _ in numbers)
     records = []
-    for number, completed in enumerate(ends, start=1):
+    for number, completed in zip(numbers, ends, strict=True):
         failed = rng.random() < 0.15
         seconds = int(rng.lognormvariate(7.6, 0.8)) + 120
         pr = 1000 + number
@@ -183,7 +216,7 @@ def _seed(store: StateStore, project: Project, count: int = 30, days: int = 14) 
                 id=str(uuid.uuid4()),
                 project_id=project.id,
                 ticket_id=str(number),
-                ticket_title=_title(number),
+                ticket_title=f"{SAMPLE} {_title(number)}",
                 final_state=F if failed else M,
                 branch_name=_branch(number),
                 pr_id=pr,
@@ -195,7 +228,8 @@ def _seed(store: StateStore, project: Project, count: int = 30, days: int = 14) 
                 duration_seconds=seconds,
             )
         )
-    return store.import_history(records).inserted
+    store.import_history(records)
+    return numbers
 
 
 def _title(number: int) -> str:

@@ -9,6 +9,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from .exchange import stats_dict
+from .formatting import by_state
 from .records import Pipeline, PipelineState
 from .store import StateStore
 
@@ -128,9 +129,8 @@ def _per_day(
 
 
 def _board(pipelines: list[Pipeline], repos: dict[str, str]) -> dict[str, tuple[Card, ...]]:
-    columns: dict[str, list[Card]] = {state.value: [] for state in PipelineState.active()}
-    for p in sorted(pipelines, key=lambda p: (p.created_at, p.id)):
-        columns.setdefault(p.state.value, []).append(
+    return {
+        state.value: tuple(
             Card(
                 ticket_id=p.ticket_id,
                 title=p.ticket_title,
@@ -140,5 +140,7 @@ def _board(pipelines: list[Pipeline], repos: dict[str, str]) -> dict[str, tuple[
                 retries_review=p.retry_count_review,
                 updated_at=p.updated_at,
             )
+            for p in cards
         )
-    return {state: tuple(cards) for state, cards in columns.items()}
+        for state, cards in by_state(pipelines).items()
+    }

@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
-from datetime import UTC
 from html import escape
 from typing import Any
 
+from .formatting import duration, percent, when
 from .report import Bar, Card, ReportData
 
 _CSS = """
@@ -72,8 +72,7 @@ def render(data: ReportData) -> str:
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         f"<title>{escape(data.title)}</title><style>{_CSS}</style></head><body><main>",
         f"<h1>{escape(data.title)}</h1>",
-        f'<p class="sub">{escape(data.scope)} &middot; generated '
-        f"{escape(data.generated_at.astimezone(UTC).strftime('%Y-%m-%d %H:%M'))} UTC</p>",
+        f'<p class="sub">{escape(data.scope)} &middot; generated {escape(when(data.generated_at))} UTC</p>',
         _kpis(data.stats),
         _panel(f"Tickets finished per {per}", _chart(data.finished, dates=True)),
         '<div class="row">',
@@ -105,21 +104,10 @@ def _format(value: float | None, kind: str) -> str:
     if kind == "count":
         return f"{int(value):,}"
     if kind == "percent":
-        return f"{value * 100:.1f}%"
+        return percent(value)
     if kind == "decimal":
         return f"{value:.2f}"
-    return _duration(value)
-
-
-def _duration(seconds: float) -> str:
-    whole = round(seconds)
-    if whole < 60:
-        return f"{whole}s"
-    if whole < 3600:
-        return f"{whole // 60}m {whole % 60:02d}s"
-    if whole < 86400:
-        return f"{whole // 3600}h {whole % 3600 // 60:02d}m"
-    return f"{whole // 86400}d {whole % 86400 // 3600}h"
+    return duration(value)
 
 
 def _panel(title: str, body: str) -> str:
