@@ -4,9 +4,10 @@ then costs one driver execute.
 SQLAlchemy's own execution path does far more per statement (execution context, events,
 result objects) than a single-row write on SQLite costs; the calls the orchestrator makes on
 every ticket run through here. Parameters and results go through the column types' own bind
-and result processors, and driver errors come out as SQLAlchemy's exception classes (a lost
-connection invalidated, as SQLAlchemy would), so everything above this module sees the same
-values and errors either way.
+and result processors, and a statement's driver errors come out as SQLAlchemy's exception
+classes (a lost connection invalidated, as SQLAlchemy would), so everything above this module
+sees the same values and errors either way. BEGIN and COMMIT also go to the driver directly
+(engine.sqlite_begin, store._commit); the store translates their driver errors itself.
 """
 
 from __future__ import annotations
