@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_DB ?= demo/vibecc.db
 
-.PHONY: demo test lint typecheck unit bench bench-scale clean
+.PHONY: demo test lint typecheck unit bench clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is needed; set PYTHON=python3.11")'
@@ -34,9 +34,10 @@ unit: $(VENV)/.dev
 
 test: lint typecheck unit
 
+# BENCH_ARGS=--quick: the smoke runs. bench/memory.py and bench/claim.py run on their own.
 bench: $(VENV)/.dev
-	$(BIN)/python bench/orchestrator_mix.py
-	$(BIN)/python bench/scale.py
+	$(BIN)/python bench/orchestrator_mix.py $(BENCH_ARGS)
+	$(BIN)/python bench/scale.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) demo .pytest_cache .mypy_cache .ruff_cache .coverage .coverage.* build src/*.egg-info

@@ -29,7 +29,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench import scale
+from bench import scale_data
 from bench.common import OUT, load, pg_create, pg_drop, print_machine, remove_sqlite, retrying, table, verdict
 from vibecc.state_store import PipelineHistory, StateStore, copy_store
 
@@ -157,7 +157,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.rows = 30_000
     print_machine()
-    source = Path(scale.ensure("sqlite", args.rows, 5_000 if args.rows >= 1_000_000 else 500, rebuild=False))
+    source = Path(
+        scale_data.ensure("sqlite", args.rows, 5_000 if args.rows >= 1_000_000 else 500, rebuild=False)
+    )
     print(f"# source {source} ({source.stat().st_size / 2**20:.0f} MiB), {args.rows:,} history rows")
     rows = []
     for name in [j.strip() for j in args.jobs.split(",") if j.strip()]:

@@ -5,7 +5,7 @@ QUEUED -> CODING -> TESTING (pr_id, pr_url set) -> REVIEW -> MERGED, with one CI
 tickets (TESTING -> CODING with retry_count_ci + 1 -> TESTING), get_pipeline, archive_pipeline;
 every 50 tickets get_history(project, limit=50) and get_history_stats(project).
 
-The direct baseline (bench/common.py: DirectSQLite, DirectPostgres) sends the same statements
+The direct baseline (bench/direct.py: DirectSQLite, DirectPostgres) sends the same statements
 with the same durability and one transaction per call, and builds the same records. Rounds
 alternate store/direct on a fresh database each; the medians and their ratio are printed.
 
@@ -30,8 +30,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import (
     OUT,
-    DirectPostgres,
-    DirectSQLite,
     load,
     median,
     pg_create,
@@ -44,6 +42,7 @@ from bench.common import (
     verdict,
     wait_quiet,
 )
+from bench.direct import DirectPostgres, DirectSQLite
 from vibecc.state_store import (
     HistoryCursor,
     HistoryStats,
