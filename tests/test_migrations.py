@@ -746,3 +746,30 @@ def test_offline_upgrade_sql_builds_the_same_schema_as_the_online_upgrade(
         assert migrate.check(engine) == []
     finally:
         engine.dispose()
+
+
+def test_keys_and_names_compare_by_code_point_on_postgresql(pg_server: Any) -> None:
+    """Alembic's comparison does not look at collations, so this checks them directly: every
+    id, project id and project name is COLLATE "C" after the migrations."""
+    url = pg_server.create_database()
+    StateStore(url).close()
+    engine = create_engine(url, poolclass=NullPool)
+    try:
+        with engine.connect() as conn:
+            found = conn.execute(
+                text(
+                    "SELECT table_name, column_name FROM information_schema.columns "
+                    "WHERE table_schema = 'public' AND collation_name = 'C' ORDER BY 1, 2"
+                )
+            ).all()
+    finally:
+        engine.dispose()
+    assert [tuple(row) for row in found] == [
+        ("history_stats", "project_id"),
+        ("pipeline_history", "id"),
+        ("pipeline_history", "project_id"),
+        ("pipelines", "id"),
+        ("pipelines", "project_id"),
+        ("projects", "id"),
+        ("projects", "name"),
+    ]
