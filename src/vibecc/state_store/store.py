@@ -123,7 +123,11 @@ class StateStore(ProjectsMixin, PipelinesMixin, HistoryMixin, StoreBase):
         except StateStoreError:
             raise
         except self._database_errors as exc:
-            raise StorageError(f"{describe(self._url)}: {_reason(exc)}") from exc
+            raise self._storage_error(exc) from exc
+
+    def _storage_error(self, exc: BaseException) -> StorageError:
+        """The StorageError for a database error: which database, and the driver's first line."""
+        return StorageError(f"{describe(self._url)}: {_reason(exc)}")
 
     def _read(self, *, snapshot: bool = False) -> AbstractContextManager[Connection]:
         """A read transaction; with snapshot=True every statement in it sees the same data."""
@@ -163,7 +167,7 @@ class StateStore(ProjectsMixin, PipelinesMixin, HistoryMixin, StoreBase):
         except StateStoreError:
             raise
         except self._database_errors as exc:
-            raise StorageError(f"{describe(self._url)}: {_reason(exc)}") from exc
+            raise self._storage_error(exc) from exc
         finally:
             if lock is not None:
                 lock.release()
