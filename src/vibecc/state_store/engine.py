@@ -404,14 +404,24 @@ def _read_only_uri(path: Path) -> str | None:
     return f"file:{quoted}?mode=ro&immutable=1"
 
 
+def private_folders(folder: Path) -> None:
+    """Create `folder` and any missing parents readable, writable and searchable by the
+    owner only (0700, whatever the umask); folders that exist are left as they are.
+
+    Raises:
+        OSError: a folder cannot be created.
+    """
+    missing = [f for f in (folder, *folder.parents) if not f.exists()]
+    for f in reversed(missing):
+        f.mkdir(mode=0o700, exist_ok=True)
+        os.chmod(f, 0o700)  # mkdir's mode passes through the umask; this does not
+
+
 def _create_private_file(path: Path) -> None:
     """Create the database file readable and writable by its owner only (SQLite gives its
     -wal and -shm files the same mode), and any missing folders for the owner only."""
     try:
-        missing = [folder for folder in (path.parent, *path.parent.parents) if not folder.exists()]
-        for folder in reversed(missing):
-            folder.mkdir(mode=0o700, exist_ok=True)
-            os.chmod(folder, 0o700)  # mkdir's mode passes through the umask; this does not
+        private_folders(path.parent)
         fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
     except FileExistsError:
         return
