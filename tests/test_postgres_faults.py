@@ -6,23 +6,23 @@ from __future__ import annotations
 import logging
 import os
 import re
-import shutil
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import pytest
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.pool import QueuePool
+from sqlalchemy.pool import NullPool, QueuePool
 
 from vibecc.state_store import PipelineState, StateStore, StorageError
 
 if TYPE_CHECKING:
+    from tests import pg_private
     from tests.conftest import PostgresServer
+else:
+    import pg_private
 
 PASSWORD = "s3cr3t-XYZ"
 STORE_APP = "vibecc-state-store"
@@ -89,6 +89,19 @@ def _waiting_on_lock(admin: Engine, database: str) -> bool:
         return waiting.first() is not None
 
 
+def _assert_password_hidden(error: StorageError) -> None:
+    """The driver's error is chained, and no link of the chain shows the password."""
+    chain: list[BaseException] = []
+    exc: BaseException | None = error
+    while exc is not None and exc not in chain:
+        chain.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    assert len(chain) > 1, "the driver's error is not chained"
+    for link in chain:
+        assert PASSWORD not in str(link), type(link)
+        assert PASSWORD not in repr(link), type(link)
+
+
 @pytest.fixture
 def admin(pg_server: PostgresServer) -> Iterator[Engine]:
     """An autocommit superuser engine on the server's admin database."""
@@ -150,83 +163,52 @@ def test_connection_terminated_mid_call_raises_storage_error(
 # -- server stopped and started ---------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Cluster:
-    """The local Debian/Ubuntu cluster behind the test server, driven with pg_ctlcluster."""
-
-    version: str
-    name: str
-    host: str
-    port: int
-
-    def _ctl(self, action: str) -> None:
-        subprocess.run(
-            ["pg_ctlcluster", "--skip-systemctl-redirect", self.version, self.name, action],
-            check=True,
-            capture_output=True,
-        )
-
-    def ready(self) -> bool:
-        probe = ["pg_isready", "-q", "-h", self.host, "-p", str(self.port)]
-        return subprocess.run(probe, check=False).returncode == 0
-
-    def stop(self) -> None:
-        self._ctl("stop")
-        _until(lambda: not self.ready(), "the server to stop")
-
-    def start(self) -> None:
-        if not self.ready():
-            self._ctl("start")
-        _until(self.ready, "the server to accept connections")
-
-
-def _local_cluster(url: URL) -> Cluster | str:
-    if url.host not in ("127.0.0.1", "localhost") or shutil.which("pg_ctlcluster") is None:
-        return f"the test server at {url.host} is not a local pg_ctlcluster cluster"
-    if os.geteuid() != 0:
-        return "stopping the local PostgreSQL cluster needs root"
-    port = url.port or 5432
-    listing = subprocess.run(["pg_lsclusters", "-h"], check=True, capture_output=True, text=True).stdout
-    for line in listing.splitlines():
-        version, name, cluster_port, *_ = line.split()
-        if int(cluster_port) == port:
-            return Cluster(version, name, url.host, port)
-    return f"no local cluster listens on port {port}"
-
-
 @pytest.fixture
-def cluster(pg_server: PostgresServer) -> Iterator[Cluster]:
-    """The server's cluster; started again after the test whatever happened in it."""
-    found = _local_cluster(pg_server.admin_url)
-    if isinstance(found, str):
-        pytest.skip(found)
+def private_server() -> Iterator[pg_private.PrivatePostgres]:
+    """A PostgreSQL server of this test's own, to stop and start; removed whatever happens.
+    The shared test server is never stopped."""
     try:
-        yield found
+        server = pg_private.PrivatePostgres(PASSWORD)
+    except pg_private.PrivatePostgresUnavailable as exc:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"CI=true and no private PostgreSQL server can run here: {exc}")
+        pytest.skip(f"no private PostgreSQL server can run here: {exc}")
+    try:
+        server.start()
+        yield server
     finally:
-        found.start()
-        # The session's admin connection died with the server; let it reconnect.
-        pg_server._engine.dispose()
+        server.remove()
 
 
 def test_server_outage_raises_storage_error_and_the_same_store_recovers(
-    pg_server: PostgresServer, cluster: Cluster
+    private_server: pg_private.PrivatePostgres, caplog: pytest.LogCaptureFixture
 ) -> None:
-    url = pg_server.create_database()
+    admin = create_engine(private_server.url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
+    with admin.connect() as conn:
+        conn.execute(text('CREATE DATABASE "vibecc_outage"'))
+    admin.dispose()
+    url = private_server.url.set(database="vibecc_outage")
     where = re.escape(_where(url))
-    with StateStore(url, connect_timeout=2) as store:
+    caplog.set_level(logging.DEBUG)
+    with StateStore(url.render_as_string(hide_password=False), connect_timeout=2) as store:
         project = store.create_project("Outage", "acme/outage")
         pipeline = store.create_pipeline(project.id, "T-1", "Job", "job-1")
 
-        cluster.stop()
+        private_server.stop()
+        assert not private_server.accepting(), "the server still accepts connections"
         try:
-            with pytest.raises(StorageError, match=where):
+            with pytest.raises(StorageError, match=where) as read:
                 store.get_pipeline(pipeline.id)
-            with pytest.raises(StorageError, match=where):
+            with pytest.raises(StorageError, match=where) as update:
                 store.update_pipeline(pipeline.id, state=PipelineState.CODING)
-            with pytest.raises(StorageError, match=where):
+            with pytest.raises(StorageError, match=where) as create:
                 store.create_pipeline(project.id, "T-2", "Job", "job-2")
         finally:
-            cluster.start()
+            private_server.start()
+        assert private_server.accepting()
+        for raised in (read, update, create):
+            _assert_password_hidden(raised.value)
+        assert PASSWORD not in caplog.text
 
         assert store.get_pipeline(pipeline.id) == pipeline
         assert store.update_pipeline(pipeline.id, state=PipelineState.CODING).version == 2
@@ -264,15 +246,7 @@ def test_open_failure_names_host_and_database_and_never_the_password(
 
     message = str(raised.value)
     assert _where(url) in message
-    chain: list[BaseException] = []
-    exc: BaseException | None = raised.value
-    while exc is not None and exc not in chain:
-        chain.append(exc)
-        exc = exc.__cause__ or exc.__context__
-    assert len(chain) > 1, "the driver's error is not chained"
-    for link in chain:
-        assert PASSWORD not in str(link), type(link)
-        assert PASSWORD not in repr(link), type(link)
+    _assert_password_hidden(raised.value)
     assert PASSWORD not in caplog.text
 
 
