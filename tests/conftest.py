@@ -19,10 +19,12 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL, make_url
 
 from vibecc.state_store import StateStore
+from vibecc.state_store.models import Base
 
 DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 ENGINES = ("sqlite", "postgresql")
-TABLES = ("pipelines", "projects", "pipeline_history", "history_stats")
+TABLES = tuple(table.name for table in Base.metadata.sorted_tables)
+"""Every table of the store, emptied between tests that share a PostgreSQL database."""
 
 settings.register_profile("default", max_examples=100, deadline=None)
 settings.register_profile(
