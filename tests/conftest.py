@@ -1,8 +1,8 @@
 """Engine and store fixtures: every behaviour test takes `store` and runs on SQLite and PostgreSQL.
 
 PostgreSQL comes from VIBECC_TEST_POSTGRES_URL (default: the local server). Each test run
-creates its own database and drops it at the end. With CI=true an unreachable server fails the
-run; elsewhere the PostgreSQL tests skip, all under one reason line.
+creates its own databases and drops them at the end. With CI=true an unreachable server fails
+the run; elsewhere the PostgreSQL tests are left out of it, counted on one line that says why.
 """
 
 from __future__ import annotations
@@ -70,10 +70,17 @@ def _reach_postgres() -> tuple[PostgresServer | None, str]:
 
 _PG_SERVER: PostgresServer | None = None
 _PG_REASON = ""
+_PG_LEFT_OUT = 0
+"""How many collected tests were taken out of the run because they need the absent server."""
 
 
 def pytest_configure(config: pytest.Config) -> None:
     global _PG_SERVER, _PG_REASON
+    config.addinivalue_line(
+        "markers",
+        "pg_only: needs the PostgreSQL test server without taking pg_server as an argument "
+        "(so it is left out with the others when there is no server)",
+    )
     _PG_SERVER, _PG_REASON = _reach_postgres()
     if _PG_SERVER is None and os.environ.get("CI", "").lower() == "true":
         raise pytest.UsageError(f"CI=true and {_PG_REASON}")
@@ -84,17 +91,46 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         _PG_SERVER.drop_all()
 
 
-def pytest_report_header(config: pytest.Config) -> str:
+def pytest_report_header(config: pytest.Config) -> str | None:
     if _PG_SERVER is None:
-        return f"postgresql: SKIPPED ({_PG_REASON})"
+        return None  # the line of pytest_terminal_summary says why, with the count
     return f"postgresql: {_PG_SERVER.admin_url.render_as_string(hide_password=True)}"
+
+
+def needs_postgres(item: pytest.Item) -> bool:
+    """True for a test that needs the PostgreSQL test server: the "postgresql" case of the
+    engine parametrization (`engine_name`, `store`, `store_url`, `fresh_db`), a test whose
+    fixtures take `pg_server`, and a test marked pg_only."""
+    callspec = getattr(item, "callspec", None)
+    if callspec is not None and callspec.params.get("engine_name") == "postgresql":
+        return True
+    return "pg_server" in getattr(item, "fixturenames", ()) or item.get_closest_marker("pg_only") is not None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Without a server, the PostgreSQL tests are not run at all: one line says so, not one
+    SKIPPED line per test."""
+    global _PG_LEFT_OUT
+    if _PG_SERVER is not None:
+        return
+    left_out = [item for item in items if needs_postgres(item)]
+    if left_out:
+        config.hook.pytest_deselected(items=left_out)
+        items[:] = [item for item in items if not needs_postgres(item)]
+    _PG_LEFT_OUT = len(left_out)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if _PG_SERVER is None and _PG_LEFT_OUT:
+        terminalreporter.write_line(f"postgresql: {_PG_LEFT_OUT} tests skipped (not run): {_PG_REASON}")
 
 
 @pytest.fixture(scope="session")
 def pg_server() -> PostgresServer:
-    """The PostgreSQL test server; skips the test when there is none."""
+    """The PostgreSQL test server; skips the test when there is none (tests found by
+    needs_postgres() are left out before they get here)."""
     if _PG_SERVER is None:
-        pytest.skip(_PG_REASON)
+        pytest.skip(f"{_PG_REASON} (mark this test pg_only to leave it out with the others)")
     return _PG_SERVER
 
 

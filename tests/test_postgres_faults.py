@@ -235,7 +235,14 @@ def _unreachable(request: pytest.FixtureRequest, case: str) -> URL:
     return server.set(password=PASSWORD, database="vibecc_no_such_database")
 
 
-@pytest.mark.parametrize("case", ["connection refused", "unknown role", "unknown database"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "connection refused",
+        pytest.param("unknown role", marks=pytest.mark.pg_only),
+        pytest.param("unknown database", marks=pytest.mark.pg_only),
+    ],
+)
 def test_open_failure_names_host_and_database_and_never_the_password(
     request: pytest.FixtureRequest, case: str, caplog: pytest.LogCaptureFixture
 ) -> None:
