@@ -35,6 +35,17 @@ def main(db_path: str, ack_path: str, seed: int) -> None:
         os.write(ack_fd, f"{line}\n".encode())
         os.fsync(ack_fd)
 
+    def update(target: str, states: list[PipelineState]) -> None:
+        current = store.get_pipeline(target)
+        updated = store.update_pipeline(
+            target,
+            state=rng.choice(states),
+            retry_count_ci=current.version + 1,
+            feedback=f"{target}:{current.version + 1}",
+            expected_version=current.version,
+        )
+        ack(f"update {target} {updated.version}")
+
     print("ready", flush=True)
     deadline = time.monotonic() + RUN_AT_MOST
     serial = 0
@@ -46,18 +57,11 @@ def main(db_path: str, ack_path: str, seed: int) -> None:
             active.append(created.id)
             ack(f"create {created.id}")
         elif roll < 0.8:
-            target = rng.choice(active)
-            current = store.get_pipeline(target)
-            updated = store.update_pipeline(
-                target,
-                state=rng.choice(list(PipelineState)),
-                retry_count_ci=current.version + 1,
-                feedback=f"{target}:{current.version + 1}",
-                expected_version=current.version,
-            )
-            ack(f"update {target} {updated.version}")
+            update(rng.choice(active), list(PipelineState))
         else:
             target = active.pop(rng.randrange(len(active)))
+            if not store.get_pipeline(target).state.is_terminal:  # only finished ones go to history
+                update(target, [PipelineState.MERGED, PipelineState.FAILED])
             store.archive_pipeline(target)
             ack(f"archive {target}")
 

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from vibecc.state_store import (
+    CLEAR,
     HistoryCursor,
     HistoryNotFoundError,
     Pipeline,
@@ -111,6 +112,8 @@ IMPORT_CHANGES: list[tuple[str, dict[str, Any], str]] = [
     ("str-started_at", {"started_at": "2025-01-01T00:00:00+00:00"}, "started_at must be"),
     ("negative-duration", {"duration_seconds": -1}, "duration_seconds.*got -1"),
     ("duration-2**63", {"duration_seconds": 2**63}, "duration_seconds must be between"),
+    ("duration-2**63-1", {"duration_seconds": 2**63 - 1}, "duration_seconds must be between"),
+    ("duration-over-100-years", {"duration_seconds": 36_525 * 86_400 + 1}, "between 0 and 3155760000"),
     ("upper-state", {"final_state": "MERGED"}, "final_state must be.*'MERGED'"),
     ("empty-id", {"id": ""}, "id must not be empty"),
     ("long-id", {"id": "h" * 37}, "id must be at most 36"),
@@ -121,6 +124,11 @@ IMPORT_CHANGES: list[tuple[str, dict[str, Any], str]] = [
     ("pr_id-zero", {"pr_id": 0}, "pr_id must be between 1"),
     ("retries-negative", {"total_retries_ci": -1}, "total_retries_ci"),
     ("retries-2**31", {"total_retries_review": 2**31}, "total_retries_review must be between"),
+    (
+        "retries-over-a-million",
+        {"total_retries_ci": 10**6 + 1},
+        "total_retries_ci must be between 0 and 1000000",
+    ),
 ]
 
 CASES = [
@@ -233,15 +241,13 @@ CASES = [
     case("update_project-unknown", call("update_project", MISSING, name="x"), ProjectNotFoundError, MISSING),
     bad("None-id", "update_project", None, name="x", match="project_id must be a str"),
     bad("name-empty", "update_project", Ref.PROJECT, name="", match="name must not be empty"),
-    bad("name-None", "update_project", Ref.PROJECT, name=None, match="name must be a str"),
+    bad("name-CLEAR", "update_project", Ref.PROJECT, name=CLEAR, match="name cannot be cleared"),
     bad("base_branch-space", "update_project", Ref.PROJECT, base_branch="a b", match="base_branch is not"),
-    bad(
-        "base_branch-None", "update_project", Ref.PROJECT, base_branch=None, match="base_branch must be a str"
-    ),
+    bad("base_branch-CLEAR", "update_project", Ref.PROJECT, base_branch=CLEAR, match="base_branch cannot be"),
     bad("gh-zero", "update_project", Ref.PROJECT, github_project_id=0, match="github_project_id"),
     bad("gh-str", "update_project", Ref.PROJECT, github_project_id="7", match="github_project_id"),
     bad("ci-negative", "update_project", Ref.PROJECT, max_retries_ci=-1, match="max_retries_ci"),
-    bad("ci-None", "update_project", Ref.PROJECT, max_retries_ci=None, match="max_retries_ci"),
+    bad("ci-CLEAR", "update_project", Ref.PROJECT, max_retries_ci=CLEAR, match="max_retries_ci cannot be"),
     bad("review-bool", "update_project", Ref.PROJECT, max_retries_review=True, match="max_retries_review"),
     case("delete_project-unknown", call("delete_project", MISSING), ProjectNotFoundError, MISSING),
     case("delete_project-injection", call("delete_project", INJECTION), ProjectNotFoundError, "DROP TABLE"),
@@ -455,7 +461,10 @@ CASES = [
     ),
     bad("ci-bool", "update_pipeline", Ref.PIPELINE, retry_count_ci=True, match="got bool"),
     bad("ci-float", "update_pipeline", Ref.PIPELINE, retry_count_ci=1.0, match="got float"),
-    bad("ci-2**31", "update_pipeline", Ref.PIPELINE, retry_count_ci=2**31, match="between 0 and 2147483647"),
+    bad("ci-2**31", "update_pipeline", Ref.PIPELINE, retry_count_ci=2**31, match="between 0 and 1000000"),
+    bad(
+        "ci-1000001", "update_pipeline", Ref.PIPELINE, retry_count_ci=10**6 + 1, match="between 0 and 1000000"
+    ),
     bad(
         "ci-2**63",
         "update_pipeline",
@@ -698,7 +707,7 @@ def test_longest_accepted_values_round_trip(store: StateStore) -> None:
     project = store.create_project(name, "a" * 39 + "/" + "r" * 100, base_branch="b" * 255)
     pipeline = store.create_pipeline(project.id, "9" * 64, title, "c" * 255, ticket_body=body)
     pipeline = store.update_pipeline(
-        pipeline.id, feedback=body, pr_url=url, pr_id=2**63 - 1, retry_count_ci=2**31 - 1
+        pipeline.id, feedback=body, pr_url=url, pr_id=2**63 - 1, retry_count_ci=10**6, state="merged"
     )
 
     assert store.get_project(project.id) == project

@@ -235,33 +235,34 @@ def test_version() -> None:
 
 def test_db_commands_walk_the_schema_down_and_up(fresh_db: Any) -> None:
     db = fresh_db()
-    assert "from an empty database to 0002" in ok(db, "db", "upgrade").stdout
-    assert "at revision 0002 already" in ok(db, "db", "upgrade").stdout
-    assert as_json(db, "db", "current") == {"revision": "0002", "head": "0002", "at_head": True}
+    assert "from an empty database to 0003" in ok(db, "db", "upgrade").stdout
+    assert "at revision 0003 already" in ok(db, "db", "upgrade").stdout
+    assert as_json(db, "db", "current") == {"revision": "0003", "head": "0003", "at_head": True}
     assert "ok:" in ok(db, "db", "check").stdout
     assert as_json(db, "db", "check")["ok"] is True
     revisions = as_json(db, "db", "history")
     assert [(r["revision"], r["current"], r["head"]) for r in revisions] == [
         ("0001", False, False),
-        ("0002", True, True),
+        ("0002", False, False),
+        ("0003", True, True),
     ]
     assert "current, head" in ok(db, "db", "history").stdout
 
     one_line_error(run(db, "db", "downgrade", "0001", input="n\n"), 1, "aborted", prompted=True)
-    assert as_json(db, "db", "current")["revision"] == "0002"
-    assert "from 0002 to 0001" in ok(db, "db", "downgrade", "0001", "--yes").stdout
-    assert "head is 0002" in ok(db, "db", "current").stdout
+    assert as_json(db, "db", "current")["revision"] == "0003"
+    assert "from 0003 to 0001" in ok(db, "db", "downgrade", "0001", "--yes").stdout
+    assert "head is 0003" in ok(db, "db", "current").stdout
 
     # An old schema: reads refuse (no silent migration), check lists what differs.
     one_line_error(run(db, "projects", "list"), 1, "revision 0001", "vibecc-state db upgrade")
     checked = run(db, "db", "check")
     one_line_error(checked, 1, "differs from the models")
-    assert "schema is at 0001, head is 0002" in checked.stdout
+    assert "schema is at 0001, head is 0003" in checked.stdout
     report = json.loads(run(db, "db", "check", "--json").stdout)
     assert report["ok"] is False
     assert report["problems"]
 
-    assert "from 0001 to 0002" in ok(db, "db", "upgrade").stdout
+    assert "from 0001 to 0003" in ok(db, "db", "upgrade").stdout
     assert ok(db, "projects", "list").exit_code == 0
 
 

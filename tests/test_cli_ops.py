@@ -37,6 +37,7 @@ def test_copy_into_an_empty_store_verifies_every_table(store_url: str, fresh_db:
         "projects": 1,
         "pipelines": 1,
         "pipeline_history": 7,
+        "deleted_projects": 0,
         "history_stats": 1,
     }
     assert all(t["matches"] and t["source_checksum"] == t["target_checksum"] for t in tables.values())

@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy.exc import OperationalError
 
 from vibecc.state_store import (
+    DeletedProject,
     HistoryStats,
     Pipeline,
     PipelineHistory,
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
 else:
     import helpers
 
-TABLES = ("projects", "pipelines", "pipeline_history", "history_stats")
+TABLES = ("projects", "pipelines", "pipeline_history", "deleted_projects", "history_stats")
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,7 @@ class Contents:
     """Everything a store gives back through its public API."""
 
     projects: list[Project]
+    deleted_projects: list[DeletedProject]
     pipelines: list[Pipeline]
     history: list[PipelineHistory]
     stats: HistoryStats
@@ -49,6 +51,7 @@ def contents(store: StateStore) -> Contents:
     project_ids = {p.id for p in store.list_projects()} | {r.project_id for r in history}
     return Contents(
         projects=store.list_projects(),
+        deleted_projects=store.list_deleted_projects(),
         pipelines=store.list_pipelines(),
         history=history,
         stats=store.get_history_stats(),
@@ -108,6 +111,7 @@ def populate(store: StateStore) -> dict[str, int]:
         "projects": 3,
         "pipelines": len(PipelineState),
         "pipeline_history": archived + len(imported),
+        "deleted_projects": 1,
         "history_stats": 3,
     }
 
@@ -131,7 +135,7 @@ def test_sqlite_to_postgresql_to_sqlite_keeps_every_record(pg_server: PostgresSe
             name: (count, count) for name, count in counts.items()
         }
         assert all(t.source_checksum == t.target_checksum for t in report.tables)
-        assert report.rows == counts["projects"] + counts["pipelines"] + counts["pipeline_history"]
+        assert report.rows == sum(n for table, n in counts.items() if table != "history_stats")
     # The checksums describe the records, not the engine: both legs agree table by table.
     assert [t.source_checksum for t in there.tables] == [t.source_checksum for t in back.tables]
     assert "postgresql" in there.target
@@ -148,7 +152,7 @@ def test_copy_to_an_empty_store_reports_progress_per_batch(store: StateStore, fr
 
     batches = [
         (table, min(3, counts[table] - done))
-        for table in ("projects", "pipelines", "pipeline_history")
+        for table in ("projects", "pipelines", "pipeline_history", "deleted_projects")
         for done in range(0, counts[table], 3)
     ]
     assert calls == batches
@@ -161,7 +165,7 @@ def test_copy_reads_the_source_in_one_snapshot(store: StateStore, fresh_db: Any)
     populate(store)
     expected = contents(store)
     project = store.list_projects()[0]
-    victim = store.list_pipelines()[0]
+    victim = next(p for p in store.list_pipelines() if p.state.is_terminal)
     target_location = fresh_db()
     changed: list[str] = []
 
@@ -309,10 +313,13 @@ def test_copy_after_a_project_history_was_pruned_away(store: StateStore, fresh_d
     which rebuilds the totals from the rows, verifies."""
     project = store.create_project("Pruned", "acme/pruned")
     pipeline = store.create_pipeline(project.id, 1, "t", "b")
+    store.update_pipeline(pipeline.id, state=PipelineState.MERGED)
     archived = store.archive_pipeline(pipeline.id)
     assert store.prune_history(before=archived.completed_at + timedelta(seconds=1)) == 1
     kept = store.create_project("Kept", "acme/kept")
-    store.archive_pipeline(store.create_pipeline(kept.id, 2, "t", "b").id)
+    finished = store.create_pipeline(kept.id, 2, "t", "b")
+    store.update_pipeline(finished.id, state=PipelineState.FAILED)
+    store.archive_pipeline(finished.id)
 
     target_location = fresh_db()
     report = copy_store(store, target_location)

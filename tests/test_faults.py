@@ -305,9 +305,9 @@ def test_disk_full_write_raises_storage_error_and_changes_nothing(tmp_path: Path
         path = mnt / "vibecc.db"
         with StateStore(path) as store:
             fill(store)
-            before = contents(store)
             project = store.list_projects()[0]
-            victim = store.list_pipelines()[0]
+            victim = store.update_pipeline(store.list_pipelines()[0].id, state=PipelineState.MERGED)
+            before = contents(store)
             filler = _fill_disk(mnt)
             writes: list[Callable[[], object]] = [
                 lambda: store.create_pipeline(project.id, "big", "title", "main", "x" * 300_000),
@@ -417,6 +417,7 @@ def big_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
         for n in range(200):
             pipeline = store.create_pipeline(project.id, n, "title " * 20, "main", "body " * 100)
             if n % 2:
+                store.update_pipeline(pipeline.id, state=PipelineState.MERGED)
                 store.archive_pipeline(pipeline.id)
     return path
 

@@ -181,13 +181,23 @@ def test_archive_after_save_keeps_saved_record(store: StateStore, project: Proje
     assert store.list_pipelines() == []
 
 
-def test_archive_keeps_active_state_as_final_state(store: StateStore, project: Project) -> None:
+@pytest.mark.parametrize("state", PipelineState.active())
+def test_only_finished_pipelines_go_to_history(
+    store: StateStore, project: Project, store_url: str, state: PipelineState
+) -> None:
+    """History holds merged and failed pipelines; an unfinished one is refused, nothing written."""
     pipeline = store.create_pipeline(project.id, 1, "t", "b")
+    if state is not PipelineState.QUEUED:
+        pipeline = store.update_pipeline(pipeline.id, state=state)
+    before = helpers.snapshot(store_url)
 
-    record = store.archive_pipeline(pipeline.id)
+    with pytest.raises(ValidationError, match=f"is {state.value}; only merged or failed"):
+        store.archive_pipeline(pipeline.id)
+    with pytest.raises(ValidationError, match=f"is {state.value}; only merged or failed"):
+        store.save_to_history(pipeline)
 
-    assert record.final_state is PipelineState.QUEUED
-    assert store.get_history_stats() == helpers.stats_of([record])
+    assert helpers.snapshot(store_url) == before
+    assert store.get_pipeline(pipeline.id) == pipeline
 
 
 def test_get_history_record_unknown_raises(store: StateStore, project: Project) -> None:

@@ -155,7 +155,7 @@ def test_older_schema_refused_without_auto_migrate(fresh_db: Callable[[], str]) 
     before = helpers.snapshot(location)
 
     with pytest.raises(
-        SchemaVersionError, match=r"revision 0001, this code needs 0002.*vibecc-state db upgrade"
+        SchemaVersionError, match=r"revision 0001, this code needs 0003.*vibecc-state db upgrade"
     ):
         StateStore(location, auto_migrate=False)
 
@@ -180,7 +180,7 @@ def test_newer_schema_refused(fresh_db: Callable[[], str], auto_migrate: bool) -
     engine.dispose()
     before = helpers.snapshot(location)
 
-    with pytest.raises(SchemaVersionError, match=r"ffff9999, newer than this code \(head 0002\)"):
+    with pytest.raises(SchemaVersionError, match=r"ffff9999, newer than this code \(head 0003\)"):
         StateStore(location, auto_migrate=auto_migrate)
 
     assert helpers.snapshot(location) == before
@@ -765,6 +765,7 @@ def test_keys_and_names_compare_by_code_point_on_postgresql(pg_server: Any) -> N
     finally:
         engine.dispose()
     assert [tuple(row) for row in found] == [
+        ("deleted_projects", "id"),
         ("history_stats", "project_id"),
         ("pipeline_history", "id"),
         ("pipeline_history", "project_id"),

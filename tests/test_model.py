@@ -33,6 +33,7 @@ from hypothesis.stateful import (
 from sqlalchemy import create_engine, text
 
 from vibecc.state_store import (
+    CLEAR,
     UNSET,
     HistoryCursor,
     HistoryNotFoundError,
@@ -50,8 +51,11 @@ from vibecc.state_store import (
     StaleVersionError,
     StateStore,
     StateStoreError,
+    ValidationError,
 )
+from vibecc.state_store.models import Base
 
+TABLES = tuple(table.name for table in Base.metadata.sorted_tables)
 T = TypeVar("T")
 
 UNKNOWN_ID = "00000000-0000-4000-8000-00000000dead"
@@ -59,7 +63,8 @@ GHOST_PROJECT = "ghost-project"
 # Lower-case ASCII only: PostgreSQL orders text by the database collation, SQLite by bytes;
 # the test server uses C.UTF-8, where the two agree (see docs/reliability.md).
 NAMES = ("alpha", "beta", "gamma")
-REPOS = ("acme/api", "acme/web", "umbrella/core", "umbrella/ui")
+REPOS = ("acme/api", "acme/web", "umbrella/core", "umbrella/ui", "ACME/Api", "Umbrella/UI")
+"""Repos differing only in case are one GitHub repository: one project between them."""
 BRANCHES = ("main", "develop", "feature/login", "fix/crash-1")
 TICKETS: tuple[str | int, ...] = ("1", "2", "ABC-3", 7)
 STATES = tuple(PipelineState)
@@ -89,13 +94,14 @@ PIPELINE_CHANGES = st.fixed_dictionaries(
 PROJECT_CHANGES = st.fixed_dictionaries(
     {},
     optional={
-        "name": st.sampled_from(NAMES),
-        "base_branch": st.sampled_from(BRANCHES),
-        "github_project_id": st.none() | st.integers(min_value=1, max_value=2**63 - 1),
-        "max_retries_ci": st.integers(min_value=0, max_value=1000),
-        "max_retries_review": st.integers(min_value=0, max_value=1000),
+        "name": st.none() | st.sampled_from(NAMES),
+        "base_branch": st.none() | st.sampled_from(BRANCHES),
+        "github_project_id": st.none() | st.just(CLEAR) | st.integers(min_value=1, max_value=2**63 - 1),
+        "max_retries_ci": st.none() | st.integers(min_value=0, max_value=1000),
+        "max_retries_review": st.none() | st.integers(min_value=0, max_value=1000),
     },
 )
+"""None leaves a field as it is (as the REST API's PATCH passes it); CLEAR removes the GitHub id."""
 MOMENT = st.tuples(st.integers(min_value=-2, max_value=12), st.sampled_from((-1, 0, 1)))
 """A point in time near a known timestamp: (index, microseconds to add); -1/-2 far past/future."""
 
@@ -188,6 +194,8 @@ class Model:
     pipeline_ids: list[str] = field(default_factory=list)
     snapshots: list[Pipeline] = field(default_factory=list)
     """Every pipeline record the store returned, stale versions included."""
+    deleted: dict[str, tuple[str, str]] = field(default_factory=dict)
+    """Deleted project id -> (name, repo) as they were when deleted."""
 
     def history_rows(
         self,
@@ -263,7 +271,7 @@ class Fresh:
             shutil.copy(self.template, path)
         else:
             with self.admin.begin() as conn:
-                conn.execute(text("TRUNCATE pipelines, projects, pipeline_history, history_stats"))
+                conn.execute(text(f"TRUNCATE {', '.join(TABLES)}"))
         return StateStore(self.url, pool_size=2)
 
     def close(self) -> None:
@@ -342,7 +350,7 @@ class StoreMachine(RuleBasedStateMachine):
         result = outcome(
             lambda: self.store.create_project(name, repo, base_branch, github_project_id, *retries)
         )
-        if any(p.repo == repo for p in self.model.projects.values()):
+        if any(p.repo.lower() == repo.lower() for p in self.model.projects.values()):
             expect_error(result, ProjectExistsError)
             return
         created = ok(result)
@@ -369,7 +377,15 @@ class StoreMachine(RuleBasedStateMachine):
             expect_error(result, ProjectNotFoundError)
             return
         updated = ok(result)
-        assert updated == replace(self.model.projects[project_id], **changes, updated_at=updated.updated_at)
+        current = self.model.projects[project_id]
+        effective: dict[str, Any] = {
+            field: None if value is CLEAR else value for field, value in changes.items() if value is not None
+        }
+        if not effective:
+            assert updated == current, "nothing to change: nothing written"
+            return
+        assert updated == replace(current, **effective, updated_at=updated.updated_at)
+        assert updated.updated_at > current.updated_at
         assert_utc(updated.updated_at)
         self.model.projects[project_id] = updated
 
@@ -385,7 +401,8 @@ class StoreMachine(RuleBasedStateMachine):
             expect_error(result, ProjectHasActivePipelinesError)
             return
         assert ok(result) is None
-        del self.model.projects[project_id]
+        gone = self.model.projects.pop(project_id)
+        self.model.deleted[project_id] = (gone.name, gone.repo)
         finished_at: set[datetime] = set()
         for pipeline in own:
             del self.model.pipelines[pipeline.id]
@@ -410,7 +427,7 @@ class StoreMachine(RuleBasedStateMachine):
     @rule(repo=st.sampled_from(REPOS))
     def get_project_by_repo(self, repo: str) -> None:
         result = outcome(lambda: self.store.get_project_by_repo(repo))
-        matching = [p for p in self.model.projects.values() if p.repo == repo]
+        matching = [p for p in self.model.projects.values() if p.repo.lower() == repo.lower()]
         if matching:
             assert result == matching[0]
         else:
@@ -472,6 +489,9 @@ class StoreMachine(RuleBasedStateMachine):
         result = outcome(
             lambda: self.store.update_pipeline(pipeline_id, **changes, expected_version=expected_version)
         )
+        if not changes:
+            expect_error(result, ValidationError)  # nothing to update: nothing written
+            return
         if current is None:
             expect_error(result, PipelineNotFoundError)
             return
@@ -563,7 +583,11 @@ class StoreMachine(RuleBasedStateMachine):
     @rule(index=st.integers(min_value=0, max_value=40))
     def save_to_history(self, index: int) -> None:
         snapshot = self.model.snapshots[index % len(self.model.snapshots)]
-        saved = ok(outcome(lambda: self.store.save_to_history(snapshot)))
+        result = outcome(lambda: self.store.save_to_history(snapshot))
+        if not snapshot.state.is_terminal:
+            expect_error(result, ValidationError)  # only finished pipelines go to history
+            return
+        saved = ok(result)
         if snapshot.id in self.model.history:
             assert saved == self.model.history[snapshot.id], "saving again returns the kept record"
             return
@@ -575,10 +599,14 @@ class StoreMachine(RuleBasedStateMachine):
     def archive_pipeline(self, index: int) -> None:
         pipeline_id = pick(self.model.pipeline_ids, index)
         result = outcome(lambda: self.store.archive_pipeline(pipeline_id))
-        pipeline = self.model.pipelines.pop(pipeline_id, None)
+        pipeline = self.model.pipelines.get(pipeline_id)
         if pipeline is None:
             expect_error(result, PipelineNotFoundError)
             return
+        if not pipeline.state.is_terminal:
+            expect_error(result, ValidationError)  # it stays active
+            return
+        del self.model.pipelines[pipeline_id]
         record = ok(result)
         if pipeline_id in self.model.history:
             assert record == self.model.history[pipeline_id], "an earlier save_to_history record is kept"
@@ -709,6 +737,8 @@ class StoreMachine(RuleBasedStateMachine):
         )
         assert self.store.get_history(limit=10_000) == newest_first(self.model.history.values())
         assert self.store.get_history_stats() == stats_of(self.model.history.values())
+        deleted = {p.id: (p.name, p.repo) for p in self.store.list_deleted_projects()}
+        assert deleted == self.model.deleted
         for project_id in {r.project_id for r in self.model.history.values()}:
             assert self.store.get_history_stats(project_id) == stats_of(self.model.history_rows(project_id))
 
@@ -762,8 +792,8 @@ def _run_history_op(store: StateStore, projects: list[str], serial: int, op: tup
         project_id = live[index % len(live)]
         pipeline = store.create_pipeline(project_id, f"t{serial}", "title", "main")
         store.update_pipeline(pipeline.id, state=state, retry_count_ci=ci, retry_count_review=review)
-    elif kind in ("archive", "save") and active:
-        pipeline = active[op[1] % len(active)]
+    elif kind in ("archive", "save") and (finished := [p for p in active if p.state.is_terminal]):
+        pipeline = finished[op[1] % len(finished)]
         if kind == "archive":
             store.archive_pipeline(pipeline.id)
         else:
@@ -815,8 +845,16 @@ def test_unset_is_the_default_of_every_update_argument(store: StateStore) -> Non
     """The model passes only the fields it changes; UNSET must leave the others alone."""
     project = store.create_project("alpha", "acme/api", github_project_id=5)
     same = store.update_project(project.id, github_project_id=UNSET, name=UNSET)
-    assert replace(same, updated_at=project.updated_at) == project
+    assert same == project, "nothing to change: nothing written, updated_at stays"
+    renamed = store.update_project(project.id, github_project_id=UNSET, name="beta")
+    assert renamed == replace(project, name="beta", updated_at=renamed.updated_at)
     pipeline = store.create_pipeline(project.id, 1, "title", "main")
     store.update_pipeline(pipeline.id, pr_id=3, feedback="f")
-    kept = store.update_pipeline(pipeline.id, pr_id=UNSET, feedback=UNSET, state=UNSET)
-    assert (kept.pr_id, kept.feedback, kept.state, kept.version) == (3, "f", PipelineState.QUEUED, 3)
+    kept = store.update_pipeline(pipeline.id, pr_id=UNSET, feedback=UNSET, state=UNSET, retry_count_ci=1)
+    assert (kept.pr_id, kept.feedback, kept.state, kept.retry_count_ci, kept.version) == (
+        3,
+        "f",
+        PipelineState.QUEUED,
+        1,
+        3,
+    )

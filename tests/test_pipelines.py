@@ -20,6 +20,7 @@ from vibecc.state_store import (
     ProjectNotFoundError,
     StaleVersionError,
     StateStore,
+    ValidationError,
 )
 
 if TYPE_CHECKING:
@@ -95,6 +96,7 @@ def test_same_ticket_in_another_project_is_allowed(store: StateStore, project: P
 
 def test_ticket_can_start_again_after_archive_or_delete(store: StateStore, project: Project) -> None:
     first = store.create_pipeline(project.id, 42, "t", "b")
+    store.update_pipeline(first.id, state=PipelineState.MERGED)
     store.archive_pipeline(first.id)
     second = store.create_pipeline(project.id, 42, "t", "b")
     store.delete_pipeline(second.id)
@@ -220,12 +222,42 @@ def test_every_update_moves_version_and_updated_at(store: StateStore, project: P
     seen = [pipeline]
     for count in range(5):
         seen.append(store.update_pipeline(pipeline.id, retry_count_ci=count))
-    seen.append(store.update_pipeline(pipeline.id))
+    seen.append(store.update_pipeline(pipeline.id, feedback=None))
 
     assert [p.version for p in seen] == list(range(1, 8))
     stamps = [p.updated_at for p in seen]
     assert stamps == sorted(set(stamps))
     assert {p.created_at for p in seen} == {pipeline.created_at}
+
+
+def test_update_with_no_field_is_refused_and_writes_nothing(
+    store: StateStore, project: Project, store_url: str
+) -> None:
+    """A write of nothing would move the version and make every other writer stale."""
+    pipeline = store.create_pipeline(project.id, 1, "t", "b")
+    before = helpers.snapshot(store_url)
+
+    with pytest.raises(ValidationError, match="nothing to update"):
+        store.update_pipeline(pipeline.id)
+    with pytest.raises(ValidationError, match="nothing to update"):
+        store.update_pipeline(pipeline.id, expected_version=pipeline.version)
+
+    assert helpers.snapshot(store_url) == before
+    assert store.update_pipeline(pipeline.id, pr_id=3, expected_version=1).version == 2
+
+
+def test_none_clears_the_nullable_fields_of_a_pipeline(store: StateStore, project: Project) -> None:
+    """The orchestrator clears feedback after a success by passing feedback=None."""
+    pipeline = store.create_pipeline(project.id, 1, "t", "b")
+    filled = store.update_pipeline(
+        pipeline.id, pr_id=7, pr_url="https://github.com/acme/widgets/pull/7", feedback="CI failed"
+    )
+
+    cleared = store.update_pipeline(pipeline.id, pr_id=None, pr_url=None, feedback=None)
+
+    assert (cleared.pr_id, cleared.pr_url, cleared.feedback) == (None, None, None)
+    assert cleared.version == filled.version + 1
+    assert store.get_pipeline(pipeline.id) == cleared
 
 
 def test_any_state_may_follow_any_state(store: StateStore, project: Project) -> None:

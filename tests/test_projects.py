@@ -9,17 +9,22 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from vibecc.state_store import (
+    CLEAR,
     PipelineState,
     ProjectExistsError,
     ProjectHasActivePipelinesError,
     ProjectNotFoundError,
     StateStore,
+    ValidationError,
 )
 
 if TYPE_CHECKING:
     from tests import helpers
 else:
     import helpers
+
+snapshot = helpers.snapshot
+UPDATABLE = ("name", "base_branch", "github_project_id", "max_retries_ci", "max_retries_review")
 
 
 def test_create_project_defaults(store: StateStore) -> None:
@@ -64,6 +69,52 @@ def test_get_project_by_repo(store: StateStore) -> None:
     store.create_project("Other", "acme/gadgets")
 
     assert store.get_project_by_repo("acme/widgets") == project
+
+
+@pytest.mark.parametrize("spelling", ["ACME/Widgets", "acme/WIDGETS", "Acme/widgets"])
+def test_repos_differing_only_in_case_are_one_project(
+    store: StateStore, store_url: str, spelling: str
+) -> None:
+    """GitHub repository names ignore case; the database's unique index enforces it."""
+    project = store.create_project("Acme", "acme/widgets")
+    before = snapshot(store_url)
+
+    with pytest.raises(ProjectExistsError, match="exists already"):
+        store.create_project("Shouting", spelling)
+
+    assert snapshot(store_url) == before
+    assert store.get_project_by_repo(spelling) == project
+    assert store.get_project_by_repo(spelling).repo == "acme/widgets"  # the spelling given first
+
+
+def test_repo_is_stored_as_given(store: StateStore) -> None:
+    project = store.create_project("Acme", "AcMe/Widgets")
+
+    assert store.get_project(project.id).repo == "AcMe/Widgets"
+    assert store.get_project_by_repo("acme/widgets") == project
+
+
+def test_case_insensitive_repos_are_enforced_by_the_database(store: StateStore, store_url: str) -> None:
+    """A writer that bypasses the store (or races it) cannot add a second spelling either."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.exc import IntegrityError
+
+    project = store.create_project("Acme", "acme/widgets")
+    engine = create_engine(helpers.database_url(store_url))
+    try:
+        with pytest.raises(IntegrityError), engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO projects (id, name, repo, base_branch, max_retries_ci, "
+                    "max_retries_review, created_at, updated_at) "
+                    "SELECT 'other', name, upper(repo), base_branch, max_retries_ci, "
+                    "max_retries_review, created_at, updated_at FROM projects WHERE id = :id"
+                ),
+                {"id": project.id},
+            )
+    finally:
+        engine.dispose()
+    assert store.list_projects() == [project]
 
 
 def test_get_project_unknown_id_raises(store: StateStore) -> None:
@@ -118,24 +169,57 @@ def test_update_project_changes_only_given_field(store: StateStore, field: str, 
     assert store.get_project(other.id) == other
 
 
-def test_update_project_none_clears_github_project_id(store: StateStore) -> None:
+def test_update_project_clear_removes_github_project_id(store: StateStore) -> None:
     project = store.create_project("Acme", "acme/widgets", github_project_id=5)
 
-    updated = store.update_project(project.id, github_project_id=None)
+    updated = store.update_project(project.id, github_project_id=CLEAR)
 
     assert updated.github_project_id is None
     assert store.get_project(project.id).github_project_id is None
     assert updated.name == "Acme"
 
 
-def test_update_project_without_fields_only_moves_updated_at(store: StateStore) -> None:
-    project = store.create_project("Acme", "acme/widgets", github_project_id=5)
+def test_update_project_none_leaves_every_field_as_it_is(store: StateStore) -> None:
+    """The REST API's PATCH passes None for every field its request did not contain."""
+    project = store.create_project("Acme", "acme/widgets", "dev", 5, 4, 2)
 
-    updated = store.update_project(project.id)
+    updated = store.update_project(
+        project.id,
+        name=None,
+        base_branch="release/2.0",
+        github_project_id=None,
+        max_retries_ci=None,
+        max_retries_review=None,
+    )
 
-    assert updated.updated_at > project.updated_at
-    assert updated == replace(project, updated_at=updated.updated_at)
+    assert updated == replace(project, base_branch="release/2.0", updated_at=updated.updated_at)
     assert store.get_project(project.id) == updated
+
+
+@pytest.mark.parametrize("given", [{}, dict.fromkeys(UPDATABLE)])
+def test_update_project_with_nothing_to_change_writes_nothing(
+    store: StateStore, store_url: str, given: dict[str, None]
+) -> None:
+    project = store.create_project("Acme", "acme/widgets", github_project_id=5)
+    before = snapshot(store_url)
+
+    assert store.update_project(project.id, **given) == project
+
+    assert snapshot(store_url) == before
+
+
+@pytest.mark.parametrize("field", [f for f in UPDATABLE if f != "github_project_id"])
+def test_update_project_clear_is_refused_for_a_required_field(
+    store: StateStore, store_url: str, field: str
+) -> None:
+    project = store.create_project("Acme", "acme/widgets")
+    before = snapshot(store_url)
+
+    clear: dict[str, Any] = {field: CLEAR}
+    with pytest.raises(ValidationError, match=f"{field} cannot be cleared"):
+        store.update_project(project.id, **clear)
+
+    assert snapshot(store_url) == before
 
 
 def test_update_project_successive_updates_keep_moving_updated_at(store: StateStore) -> None:
@@ -226,6 +310,31 @@ def test_delete_project_keeps_its_history_and_stats(store: StateStore) -> None:
     assert store.get_history(project_id=project.id) == history
     assert store.get_history_stats(project.id) == stats == helpers.stats_of(history)
     assert stats.total_completed == 3
+
+
+def test_deleted_projects_keep_their_name_and_repo(store: StateStore) -> None:
+    kept = store.create_project("Kept", "acme/kept")
+    gone = store.create_project("Gone", "acme/gone")
+    assert store.list_deleted_projects() == []
+
+    store.delete_project(gone.id)
+
+    [deleted] = store.list_deleted_projects()
+    assert (deleted.id, deleted.name, deleted.repo) == (gone.id, "Gone", "acme/gone")
+    assert helpers.is_utc(deleted.deleted_at)
+    assert deleted.deleted_at >= gone.created_at
+    assert store.list_projects() == [kept]
+
+
+def test_a_refused_delete_records_no_deleted_project(store: StateStore) -> None:
+    project = store.create_project("Acme", "acme/widgets")
+    store.create_pipeline(project.id, 1, "t", "b")
+
+    with pytest.raises(ProjectHasActivePipelinesError):
+        store.delete_project(project.id)
+
+    assert store.list_deleted_projects() == []
+    assert store.get_project(project.id) == project
 
 
 def test_repo_can_be_reused_after_delete(store: StateStore) -> None:

@@ -182,6 +182,7 @@ def test_every_datetime_handed_out_is_utc(store: StateStore) -> None:
     kept = store.create_pipeline(project.id, 1, "t", "b")
     kept = store.update_pipeline(kept.id, state="coding")
     archived = store.create_pipeline(project.id, 2, "t", "b")
+    store.update_pipeline(archived.id, state="merged")
     record = store.archive_pipeline(archived.id)
     berlin = timezone(timedelta(hours=2))
     imported = dataclasses.replace(
@@ -258,7 +259,11 @@ def test_error_messages_name_what_and_which(store: StateStore) -> None:
         (ProjectExistsError, "acme/widgets", lambda: store.create_project("x", "acme/widgets")),
         (PipelineExistsError, "PROJ-9", lambda: store.create_pipeline(project.id, "PROJ-9", "t", "b")),
         (ProjectHasActivePipelinesError, project.id, lambda: store.delete_project(project.id)),
-        (StaleVersionError, pipeline.id, lambda: store.update_pipeline(pipeline.id, expected_version=5)),
+        (
+            StaleVersionError,
+            pipeline.id,
+            lambda: store.update_pipeline(pipeline.id, feedback="x", expected_version=5),
+        ),
         (ValidationError, "max_retries_ci", lambda: store.create_project("x", "acme/y", max_retries_ci=-4)),
         (ValidationError, "-4", lambda: store.create_project("x", "acme/y", max_retries_ci=-4)),
         (ValidationError, "pr_url", lambda: store.update_pipeline(pipeline.id, pr_url="ftp://host/x")),

@@ -204,7 +204,9 @@ from vibecc.state_store import StateStore
 path = sys.argv[1]
 store = StateStore(path)
 project = store.create_project("p", "acme/p")
-store.archive_pipeline(store.create_pipeline(project.id, 1, "t", "main").id)
+pipeline = store.create_pipeline(project.id, 1, "t", "main")
+store.update_pipeline(pipeline.id, state="merged")
+store.archive_pipeline(pipeline.id)
 modes = {suffix: os.stat(path + suffix).st_mode & 0o777 for suffix in ("", "-wal", "-shm")}
 folders = {
     str(folder): os.stat(folder).st_mode & 0o777
@@ -330,7 +332,9 @@ def test_password_never_appears_while_a_store_works(
     with StateStore(url) as store:
         _assert_no_secret([store.url, repr(store), str(store)], "the store's url/repr")
         project = store.create_project("p", "acme/p")
-        store.archive_pipeline(store.create_pipeline(project.id, 1, "t", "main").id)
+        pipeline = store.create_pipeline(project.id, 1, "t", "main")
+        store.update_pipeline(pipeline.id, state="merged")
+        store.archive_pipeline(pipeline.id)
         with pytest.raises(ProjectNotFoundError) as raised:
             store.get_project(str(uuid.uuid4()))
         _assert_no_secret(_exception_texts(raised.value), "an exception")

@@ -19,6 +19,7 @@ from .errors import (
 )
 from .history import ImportResult
 from .records import (
+    DeletedProject,
     DurationPercentiles,
     HistoryCursor,
     HistoryPage,
@@ -28,14 +29,16 @@ from .records import (
     PipelineState,
     Project,
 )
-from .store import UNSET, StateStore
+from .store import CLEAR, UNSET, StateStore
 from .transfer import CopyReport, TableCopy, copy_store
 
 __all__ = [
+    "CLEAR",
     "UNSET",
     "AlreadyExistsError",
     "CopyReport",
     "CopyVerificationError",
+    "DeletedProject",
     "DurationPercentiles",
     "HistoryCursor",
     "HistoryNotFoundError",

@@ -1,4 +1,4 @@
-"""What the parts of StateStore share: the transaction helpers they call, ids, clock, UNSET."""
+"""What the parts of StateStore share: the transaction helpers they call, ids, clock, UNSET, CLEAR."""
 
 from __future__ import annotations
 
@@ -20,6 +20,14 @@ class Unset(enum.Enum):
 
 UNSET: Final = Unset.token
 """Default of optional update arguments: the field is left as it is."""
+
+
+class Clear(enum.Enum):
+    token = 0
+
+
+CLEAR: Final = Clear.token
+"""Passed to update_project for github_project_id: remove the stored value (None leaves it)."""
 
 
 def now() -> datetime:

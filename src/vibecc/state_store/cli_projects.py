@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 
+from .base import CLEAR
 from .cli_common import (
     STATE,
     Env,
@@ -132,7 +133,7 @@ def update_project(
         if value is not None
     }
     if clear_github_project_id:
-        changes["github_project_id"] = None
+        changes["github_project_id"] = CLEAR
     if not changes:
         raise click.UsageError("nothing to update: give at least one option")
     store = env.store()

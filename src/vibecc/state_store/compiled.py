@@ -62,17 +62,18 @@ class Compiled:
         return dict(zip((name for name, _, _ in self.params), values, strict=True))
 
 
-_CACHE: dict[tuple[int, str], Compiled] = {}
+_CACHE: dict[tuple[int, str], tuple[Executable, Compiled]] = {}
 
 
 def _compiled(statement: Executable, dialect: Dialect) -> Compiled:
     key = (id(statement), dialect.name)
     found = _CACHE.get(key)
     if found is None:
-        # Statements are module constants or cached builders, so id() is stable; the
-        # statement is kept alive by its module, never reused for another.
-        found = _CACHE[key] = Compiled(statement, dialect)
-    return found
+        # The entry holds the statement itself, so its id() can never be handed to another
+        # object while the entry exists (a builder racing another thread may make a
+        # statement that is used once and then only kept alive here).
+        found = _CACHE[key] = (statement, Compiled(statement, dialect))
+    return found[1]
 
 
 def rows(conn: Connection, statement: Executable, params: Mapping[str, Any]) -> list[list[Any]]:

@@ -214,6 +214,10 @@ class HistoryMixin(StoreBase):
             ValidationError: a record is not acceptable; earlier batches stay imported.
         """
         check.integer("batch_size", batch_size, minimum=1, maximum=MAX_BATCH)
+        if isinstance(records, PipelineHistory | str | bytes) or not isinstance(records, Iterable):
+            raise ValidationError(
+                f"records must be an iterable of PipelineHistory records, got {type(records).__name__}"
+            )
         inserted = skipped = 0
         batch: list[PipelineHistory] = []
 
@@ -282,9 +286,9 @@ def check_history_record(record: Any) -> PipelineHistory:
     check.optional_integer("pr_id", record.pr_id, minimum=1)
     if record.pr_url is not None:
         check.pr_url(record.pr_url)
-    check.integer("total_retries_ci", record.total_retries_ci, minimum=0, maximum=check.MAX_INT32)
-    check.integer("total_retries_review", record.total_retries_review, minimum=0, maximum=check.MAX_INT32)
-    check.integer("duration_seconds", record.duration_seconds, minimum=0)
+    check.retry_count("total_retries_ci", record.total_retries_ci)
+    check.retry_count("total_retries_review", record.total_retries_review)
+    check.duration("duration_seconds", record.duration_seconds)
     for field in ("started_at", "completed_at"):
         check.timestamp(field, getattr(record, field))
     return record

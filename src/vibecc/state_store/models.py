@@ -19,9 +19,12 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    func,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator, TypeEngine
+
+from .errors import StorageError
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -88,7 +91,14 @@ def _sqlite_text(value: datetime | None) -> str | None:
 
 
 def _sqlite_datetime(value: str | None) -> datetime | None:
-    return None if value is None else datetime.fromisoformat(value + "+00:00")
+    if value is None:
+        return None
+    try:
+        return datetime.fromisoformat(value + "+00:00")
+    except (TypeError, ValueError):
+        # Written by hand or damaged: the store never writes anything else.
+        shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+        raise StorageError(f"a stored timestamp is not a UTC timestamp: {shown}") from None
 
 
 class Base(DeclarativeBase):
@@ -165,6 +175,17 @@ class HistoryRow(Base):
     duration_seconds: Mapped[int] = mapped_column(BigInteger)
 
 
+class DeletedProjectRow(Base):
+    """What is left of a deleted project: enough to name it beside its history."""
+
+    __tablename__ = "deleted_projects"
+
+    id: Mapped[str] = mapped_column(KEY, primary_key=True)
+    name: Mapped[str] = mapped_column(String(255))
+    repo: Mapped[str] = mapped_column(String(255))
+    deleted_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
 class HistoryStatsRow(Base):
     """Running totals of pipeline_history per project, written in the same transaction."""
 
@@ -183,3 +204,9 @@ projects = cast(Table, ProjectRow.__table__)
 pipelines = cast(Table, PipelineRow.__table__)
 history = cast(Table, HistoryRow.__table__)
 history_stats = cast(Table, HistoryStatsRow.__table__)
+deleted_projects = cast(Table, DeletedProjectRow.__table__)
+
+# GitHub repository names are case-insensitive: one project per repo however it is spelt,
+# enforced by the database (the store keeps the spelling it was given). Lookups by repo
+# compare lower(repo), which this index serves on both engines.
+Index("uq_projects_lower_repo", func.lower(projects.c.repo), unique=True)

@@ -117,15 +117,18 @@ class PipelinesMixin(StoreBase):
         feedback: str | Unset | None = UNSET,
         expected_version: int | None = None,
     ) -> Pipeline:
-        """Change the given fields (None clears pr_id, pr_url, feedback); version +1.
+        """Change the given fields; version +1.
 
-        Any state may follow any state: transitions are the orchestrator's business.
+        A field left out stays as it is; None clears pr_id, pr_url and feedback (the
+        orchestrator clears feedback after a success this way). Any state may follow any
+        state: transitions are the orchestrator's business.
 
         Args:
             expected_version: write only if the stored version is this one.
 
         Raises:
-            PipelineNotFoundError, ValidationError.
+            PipelineNotFoundError.
+            ValidationError: a value is not acceptable, or no field was given.
             StaleVersionError: the stored version is not `expected_version`; nothing written.
         """
         check.identifier("pipeline_id", pipeline_id)
@@ -137,17 +140,16 @@ class PipelinesMixin(StoreBase):
         if pr_url is not UNSET:
             values["pr_url"] = None if pr_url is None else check.pr_url(pr_url)
         if retry_count_ci is not UNSET:
-            values["retry_count_ci"] = check.integer(
-                "retry_count_ci", retry_count_ci, minimum=0, maximum=check.MAX_INT32
-            )
+            values["retry_count_ci"] = check.retry_count("retry_count_ci", retry_count_ci)
         if retry_count_review is not UNSET:
-            values["retry_count_review"] = check.integer(
-                "retry_count_review", retry_count_review, minimum=0, maximum=check.MAX_INT32
-            )
+            values["retry_count_review"] = check.retry_count("retry_count_review", retry_count_review)
         if feedback is not UNSET:
             values["feedback"] = None if feedback is None else check.long_text("feedback", feedback)
         if expected_version is not None:
             check.integer("expected_version", expected_version, minimum=1, maximum=check.MAX_INT32)
+        if not values:
+            # A write of nothing would still move the version and make other writers stale.
+            raise ValidationError(f"nothing to update for pipeline {pipeline_id}: give at least one field")
         statement = sql.update_pipeline(frozenset(values), expected_version is not None)
         values.update(_id=pipeline_id, _version=expected_version, updated_at=now())
         with self._write() as conn:
@@ -196,13 +198,18 @@ class PipelinesMixin(StoreBase):
             raise PipelineNotFoundError(f"pipeline {pipeline_id} not found")
 
     def save_to_history(self, pipeline: Pipeline) -> PipelineHistory:
-        """Copy a pipeline into history (completed now); the pipeline stays active.
+        """Copy a finished (MERGED or FAILED) pipeline into history, completed now; the
+        pipeline stays active.
 
         Idempotent: saving the same pipeline again returns the existing record.
+
+        Raises:
+            ValidationError: the pipeline is not finished, or not a valid Pipeline record.
         """
         if not isinstance(pipeline, Pipeline):
             raise ValidationError(f"pipeline must be a Pipeline record, got {type(pipeline).__name__}")
         _check_pipeline_record(pipeline)
+        _require_finished(pipeline.id, check.state("pipeline.state", pipeline.state))
         record = rows.history_from_pipeline(pipeline, now())
         with self._write() as conn:
             inserted = rows.insert_history(conn, self._dialect.name, [record])
@@ -213,24 +220,42 @@ class PipelinesMixin(StoreBase):
         return existing
 
     def archive_pipeline(self, pipeline_id: str) -> PipelineHistory:
-        """Move a pipeline into history and delete it, in one transaction.
+        """Move a finished (MERGED or FAILED) pipeline into history and delete it, in one
+        transaction.
 
         A crash leaves the pipeline either fully active or fully archived. If it was saved
         to history before, that record is kept and returned.
 
         Raises:
             PipelineNotFoundError.
+            ValidationError: the pipeline is not finished; nothing written.
         """
         check.identifier("pipeline_id", pipeline_id)
         with self._write() as conn:
-            row = run.first(conn, sql.TAKE_PIPELINE, {"id": pipeline_id})
+            # Only a finished pipeline is taken, so a refused archive deletes nothing.
+            row = run.first(conn, sql.TAKE_FINISHED_PIPELINE, {"id": pipeline_id})
             if row is None:
-                raise PipelineNotFoundError(f"pipeline {pipeline_id} not found")
+                stored = run.scalar(conn, sql.PIPELINE_STATE, {"id": pipeline_id})
+                if stored is None:
+                    raise PipelineNotFoundError(f"pipeline {pipeline_id} not found")
+                _require_finished(pipeline_id, rows.state(stored))
+                # PostgreSQL: it was finished by a transaction that committed just now.
+                raise StaleVersionError(
+                    f"pipeline {pipeline_id} was finished by another writer during the archive; "
+                    "nothing written, archive it again"
+                )
             record = rows.history_from_pipeline(rows.pipeline(row), now())
             inserted = rows.insert_history(conn, self._dialect.name, [record])
             result = inserted[0] if inserted else rows.existing_history(conn, pipeline_id)
         assert result is not None
         return result
+
+
+def _require_finished(pipeline_id: str, state: PipelineState) -> None:
+    if not state.is_terminal:
+        raise ValidationError(
+            f"pipeline {pipeline_id} is {state.value}; only merged or failed pipelines go to history"
+        )
 
 
 def _check_pipeline_record(pipeline: Pipeline) -> None:
@@ -243,8 +268,6 @@ def _check_pipeline_record(pipeline: Pipeline) -> None:
     check.optional_integer("pipeline.pr_id", pipeline.pr_id, minimum=1)
     if pipeline.pr_url is not None:
         check.pr_url(pipeline.pr_url)
-    check.integer("pipeline.retry_count_ci", pipeline.retry_count_ci, minimum=0, maximum=check.MAX_INT32)
-    check.integer(
-        "pipeline.retry_count_review", pipeline.retry_count_review, minimum=0, maximum=check.MAX_INT32
-    )
+    check.retry_count("pipeline.retry_count_ci", pipeline.retry_count_ci)
+    check.retry_count("pipeline.retry_count_review", pipeline.retry_count_review)
     check.timestamp("pipeline.created_at", pipeline.created_at)

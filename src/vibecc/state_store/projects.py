@@ -10,9 +10,9 @@ from . import compiled as run
 from . import rows
 from . import statements as sql
 from . import validation as check
-from .base import UNSET, StoreBase, Unset, new_id, now
-from .errors import ProjectExistsError, ProjectHasActivePipelinesError, ProjectNotFoundError
-from .records import Project
+from .base import CLEAR, UNSET, Clear, StoreBase, Unset, new_id, now
+from .errors import ProjectExistsError, ProjectHasActivePipelinesError, ProjectNotFoundError, ValidationError
+from .records import DeletedProject, Project
 
 
 class ProjectsMixin(StoreBase):
@@ -30,7 +30,8 @@ class ProjectsMixin(StoreBase):
         """Add a project.
 
         Raises:
-            ProjectExistsError: a project with that repo exists.
+            ProjectExistsError: a project with that repo exists, in any case ("ACME/P" and
+                "acme/p" are one GitHub repository).
             ValidationError: an argument is not acceptable.
         """
         stamp = now()
@@ -54,7 +55,9 @@ class ProjectsMixin(StoreBase):
                 run.execute(conn, sql.INSERT_PROJECT, rows.values_of(project))
             except IntegrityError as exc:
                 if self._dialect.violation(exc) == "unique":
-                    raise ProjectExistsError(f"a project with repo {project.repo!r} exists already") from exc
+                    raise ProjectExistsError(
+                        f"a project with repo {project.repo!r} exists already (repos ignore case)"
+                    ) from exc
                 raise
         return project
 
@@ -68,7 +71,7 @@ class ProjectsMixin(StoreBase):
         return rows.project(row)
 
     def get_project_by_repo(self, repo: str) -> Project:
-        """The project of `repo` ("owner/name"). Raises ProjectNotFoundError."""
+        """The project of `repo` ("owner/name", any case, as on GitHub). Raises ProjectNotFoundError."""
         check.repo(repo)
         with self._read() as conn:
             row = run.first(conn, sql.PROJECT_BY_REPO, {"repo": repo})
@@ -81,39 +84,52 @@ class ProjectsMixin(StoreBase):
         with self._read() as conn:
             return [rows.project(row) for row in run.rows(conn, sql.ALL_PROJECTS, {})]
 
+    def list_deleted_projects(self) -> list[DeletedProject]:
+        """Every deleted project as it was named when deleted, oldest deletion first: its
+        history stays, and this names it (get_history(project_id=...) still finds it)."""
+        with self._read() as conn:
+            return [DeletedProject(*row) for row in run.rows(conn, sql.DELETED_PROJECTS, {})]
+
     def update_project(
         self,
         project_id: str,
         *,
-        name: str | Unset = UNSET,
-        base_branch: str | Unset = UNSET,
-        github_project_id: int | Unset | None = UNSET,
-        max_retries_ci: int | Unset = UNSET,
-        max_retries_review: int | Unset = UNSET,
+        name: str | Unset | None = UNSET,
+        base_branch: str | Unset | None = UNSET,
+        github_project_id: int | Clear | Unset | None = UNSET,
+        max_retries_ci: int | Unset | None = UNSET,
+        max_retries_review: int | Unset | None = UNSET,
     ) -> Project:
-        """Change the given fields (None clears github_project_id); updated_at moves.
+        """Change the fields given a value; updated_at moves when something changes.
+
+        A field left out, or given as None, stays as it is (so a PATCH handler can pass None
+        for every field its request did not contain). `github_project_id=CLEAR` removes the
+        stored GitHub project number. With nothing to change, the project is returned as it
+        is and nothing is written.
 
         Raises:
             ProjectNotFoundError, ValidationError.
         """
         check.identifier("project_id", project_id)
         values: dict[str, Any] = {}
-        if name is not UNSET:
+        if _given(name, "name"):
             values["name"] = check.name(name)
-        if base_branch is not UNSET:
+        if _given(base_branch, "base_branch"):
             values["base_branch"] = check.branch("base_branch", base_branch)
-        if github_project_id is not UNSET:
-            values["github_project_id"] = check.optional_integer(
-                "github_project_id", github_project_id, minimum=1
-            )
-        if max_retries_ci is not UNSET:
+        if github_project_id is CLEAR:
+            values["github_project_id"] = None
+        elif _given(github_project_id, "github_project_id"):
+            values["github_project_id"] = check.integer("github_project_id", github_project_id, minimum=1)
+        if _given(max_retries_ci, "max_retries_ci"):
             values["max_retries_ci"] = check.integer(
                 "max_retries_ci", max_retries_ci, minimum=0, maximum=check.MAX_RETRIES_LIMIT
             )
-        if max_retries_review is not UNSET:
+        if _given(max_retries_review, "max_retries_review"):
             values["max_retries_review"] = check.integer(
                 "max_retries_review", max_retries_review, minimum=0, maximum=check.MAX_RETRIES_LIMIT
             )
+        if not values:
+            return self.get_project(project_id)
         statement = sql.update_project(frozenset(values))
         values.update(_id=project_id, updated_at=now())
         with self._write() as conn:
@@ -126,14 +142,15 @@ class ProjectsMixin(StoreBase):
         """Delete a project whose pipelines are all finished.
 
         Finished (MERGED/FAILED) pipelines not yet in history are archived in the same
-        transaction; the project's history stays.
+        transaction; the project's history stays, and list_deleted_projects names it.
 
         Raises:
             ProjectNotFoundError, ProjectHasActivePipelinesError.
         """
         check.identifier("project_id", project_id)
         with self._write() as conn:
-            if run.first(conn, sql.LOCK_PROJECT, {"id": project_id}) is None:
+            found = run.first(conn, sql.LOCK_PROJECT, {"id": project_id})
+            if found is None:
                 raise ProjectNotFoundError(f"project {project_id} not found")
             # Finished pipelines first, then count what is left: a pipeline that turned
             # active meanwhile is not deleted (PostgreSQL re-checks the state under the row
@@ -148,3 +165,16 @@ class ProjectsMixin(StoreBase):
             archived = [rows.history_from_pipeline(rows.pipeline(row), stamp) for row in finished]
             rows.insert_history(conn, self._dialect.name, archived)
             run.execute(conn, sql.DELETE_PROJECT, {"id": project_id})
+            _, name, repo = found
+            run.execute(
+                conn,
+                sql.RECORD_DELETED_PROJECT,
+                {"id": project_id, "name": name, "repo": repo, "deleted_at": stamp},
+            )
+
+
+def _given(value: object, field: str) -> bool:
+    """True when an update_project argument asks for a change (None and UNSET do not)."""
+    if value is CLEAR:
+        raise ValidationError(f"{field} cannot be cleared; only github_project_id can")
+    return value is not None and value is not UNSET

@@ -48,6 +48,16 @@ class Project:
 
 
 @dataclass(frozen=True, slots=True)
+class DeletedProject:
+    """A project that was deleted, as it was named then; its history stays in the store."""
+
+    id: str
+    name: str
+    repo: str
+    deleted_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class Pipeline:
     """An active ticket being processed; `version` grows by one on every write."""
 
@@ -131,21 +141,24 @@ class HistoryCursor:
         return cls(record.completed_at, record.id)
 
     @classmethod
-    def parse(cls, token: str) -> HistoryCursor:
+    def parse(cls, token: object) -> HistoryCursor:
         """Read a token made by `str(cursor)`.
 
         Raises:
             ValidationError: the token was not made by `str(cursor)` (a ValueError too).
         """
+        if not isinstance(token, str):
+            raise ValidationError(f"a history cursor token is a str, got {type(token).__name__}")
+        shown = token if len(token) <= 60 else token[:57] + "..."
         try:
             raw = base64.urlsafe_b64decode(token.encode("ascii")).decode("utf-8")
             stamp, _, record_id = raw.partition("|")
             completed_at = datetime.fromisoformat(stamp)
-        except (ValueError, UnicodeError, binascii.Error) as exc:
-            raise ValidationError(f"not a history cursor: {token!r}") from exc
-        if not record_id or completed_at.tzinfo is None:
-            raise ValidationError(f"not a history cursor: {token!r}")
-        return cls(completed_at.astimezone(UTC), record_id)
+            if not record_id or completed_at.tzinfo is None:
+                raise ValueError("no id or no UTC offset")
+            return cls(completed_at.astimezone(UTC), record_id)
+        except (ValueError, OverflowError, UnicodeError, binascii.Error) as exc:
+            raise ValidationError(f"not a history cursor: {shown!r}") from exc
 
     def __str__(self) -> str:
         raw = f"{self.completed_at.astimezone(UTC).isoformat()}|{self.id}"

@@ -13,6 +13,8 @@ from sqlalchemy import Connection, Row
 
 from . import compiled as run
 from . import statements as sql
+from . import validation as check
+from .errors import StorageError
 from .records import HistoryStats, Pipeline, PipelineHistory, PipelineState, Project
 
 _STATES = {state.value: state for state in PipelineState}
@@ -26,14 +28,22 @@ def project(row: Row[Any] | Sequence[Any]) -> Project:
 
 def pipeline(row: Row[Any] | Sequence[Any]) -> Pipeline:
     values = list(row)
-    values[_PIPELINE_STATE_AT] = _STATES[values[_PIPELINE_STATE_AT]]
+    values[_PIPELINE_STATE_AT] = state(values[_PIPELINE_STATE_AT])
     return Pipeline(*values)
 
 
 def history_record(row: Row[Any] | Sequence[Any]) -> PipelineHistory:
     values = list(row)
-    values[_HISTORY_STATE_AT] = _STATES[values[_HISTORY_STATE_AT]]
+    values[_HISTORY_STATE_AT] = state(values[_HISTORY_STATE_AT])
     return PipelineHistory(*values)
+
+
+def state(stored: Any) -> PipelineState:
+    found = _STATES.get(stored) if isinstance(stored, str) else None
+    if found is None:
+        # Only a hand-edited or damaged row holds anything else (a CHECK constraint guards it).
+        raise StorageError(f"a stored pipeline state is not a state: {str(stored)[:40]!r}")
+    return found
 
 
 def values_of(record: Project | Pipeline | PipelineHistory) -> dict[str, Any]:
@@ -47,7 +57,11 @@ def values_of(record: Project | Pipeline | PipelineHistory) -> dict[str, Any]:
 
 def history_from_pipeline(source: Pipeline, completed_at: datetime) -> PipelineHistory:
     """The history record of `source` finished at `completed_at` (the id is the pipeline's)."""
-    duration = max(0, int((completed_at - source.created_at).total_seconds()))
+    # A clock set back makes a negative span: count it as none.
+    duration = check.duration(
+        "duration of the pipeline (completed_at - created_at)",
+        max(0, int((completed_at - source.created_at).total_seconds())),
+    )
     return PipelineHistory(
         id=source.id,
         project_id=source.project_id,

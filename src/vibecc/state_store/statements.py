@@ -26,13 +26,14 @@ from sqlalchemy import (
 )
 
 from .engine import upsert
-from .models import history, history_stats, pipelines, projects
-from .records import Pipeline, PipelineHistory, PipelineState, Project
+from .models import deleted_projects, history, history_stats, pipelines, projects
+from .records import DeletedProject, Pipeline, PipelineHistory, PipelineState, Project
 
 # Columns in the order of the records' fields, so a row unpacks straight into a record.
 PROJECT_COLUMNS = [projects.c[f.name] for f in fields(Project)]
 PIPELINE_COLUMNS = [pipelines.c[f.name] for f in fields(Pipeline)]
 HISTORY_COLUMNS = [history.c[f.name] for f in fields(PipelineHistory)]
+DELETED_PROJECT_COLUMNS = [deleted_projects.c[f.name] for f in fields(DeletedProject)]
 STATS_SUMS = (
     "total_completed",
     "total_merged",
@@ -48,10 +49,18 @@ FINISHED_STATES = [state.value for state in PipelineState if state.is_terminal]
 
 INSERT_PROJECT = projects.insert()
 PROJECT_BY_ID = select(*PROJECT_COLUMNS).where(projects.c.id == bindparam("id"))
-PROJECT_BY_REPO = select(*PROJECT_COLUMNS).where(projects.c.repo == bindparam("repo"))
+# lower(repo): the expression of the unique index uq_projects_lower_repo, which serves it.
+PROJECT_BY_REPO = select(*PROJECT_COLUMNS).where(func.lower(projects.c.repo) == func.lower(bindparam("repo")))
 ALL_PROJECTS = select(*PROJECT_COLUMNS).order_by(projects.c.name, projects.c.id)
+PROJECT_TO_DELETE = select(projects.c.id, projects.c.name, projects.c.repo).where(
+    projects.c.id == bindparam("id")
+)
+RECORD_DELETED_PROJECT = deleted_projects.insert()
+DELETED_PROJECTS = select(*DELETED_PROJECT_COLUMNS).order_by(
+    deleted_projects.c.deleted_at, deleted_projects.c.id
+)
 # FOR UPDATE (PostgreSQL) keeps new pipelines of the project out until the delete commits.
-LOCK_PROJECT = select(projects.c.id).where(projects.c.id == bindparam("id")).with_for_update()
+LOCK_PROJECT = PROJECT_TO_DELETE.with_for_update()
 # Equalities, not IN: an IN list is an expanding parameter, which compiled.py cannot run.
 DELETE_FINISHED_PIPELINES = (
     delete(pipelines)
@@ -82,8 +91,11 @@ PIPELINE_BY_TICKET = select(*PIPELINE_COLUMNS).where(
     pipelines.c.project_id == bindparam("project_id"), pipelines.c.ticket_id == bindparam("ticket_id")
 )
 PIPELINE_VERSION = select(pipelines.c.version).where(pipelines.c.id == bindparam("id"))
+PIPELINE_STATE = select(pipelines.c.state).where(pipelines.c.id == bindparam("id"))
 DELETE_PIPELINE = delete(pipelines).where(pipelines.c.id == bindparam("id"))
-TAKE_PIPELINE = DELETE_PIPELINE.returning(*PIPELINE_COLUMNS)
+TAKE_FINISHED_PIPELINE = DELETE_PIPELINE.where(
+    or_(*(pipelines.c.state == state for state in FINISHED_STATES))
+).returning(*PIPELINE_COLUMNS)
 
 
 @cache

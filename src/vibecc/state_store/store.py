@@ -15,14 +15,14 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from . import migrate
 from . import validation as check
-from .base import UNSET, StoreBase
+from .base import CLEAR, UNSET, StoreBase
 from .engine import ConnectionCache, EngineOptions, describe, dialect_for, mask, to_url
 from .errors import StateStoreError, StorageError, ValidationError
 from .history import HistoryMixin
 from .pipelines import PipelinesMixin
 from .projects import ProjectsMixin
 
-__all__ = ["UNSET", "StateStore"]
+__all__ = ["CLEAR", "UNSET", "StateStore"]
 
 
 class StateStore(ProjectsMixin, PipelinesMixin, HistoryMixin, StoreBase):

@@ -23,12 +23,12 @@ from . import validation as check
 from .engine import same_database
 from .errors import CopyVerificationError, TargetNotEmptyError, ValidationError
 from .history import MAX_BATCH
-from .models import history, history_stats, pipelines, projects
+from .models import deleted_projects, history, history_stats, pipelines, projects
 from .store import StateStore
 
-COPIED = (projects, pipelines, history)
+COPIED = (projects, pipelines, history, deleted_projects)
 """Tables copied row by row, parents first; history_stats is rebuilt and then compared."""
-VERIFIED = (projects, pipelines, history, history_stats)
+VERIFIED = (*COPIED, history_stats)
 CopyProgress = Callable[[str, int], None]
 """Called with a table name and the rows just copied into it."""
 

@@ -20,7 +20,12 @@ MAX_URL = 2048
 MAX_RETRIES_LIMIT = 1000
 MAX_INT = 2**63 - 1
 MAX_INT32 = 2**31 - 1
-"""The largest value of an Integer column (retry counts, version) on PostgreSQL."""
+"""The largest value of an Integer column (version) on PostgreSQL."""
+MAX_RETRY_COUNT = 1_000_000
+"""Retries of one pipeline; far above any max_retries setting (at most MAX_RETRIES_LIMIT)."""
+MAX_DURATION_SECONDS = 36_525 * 86_400
+"""A hundred years: no pipeline runs longer. Bounded so that the kept totals (BIGINT sums)
+cannot overflow before billions of rows, on either engine."""
 
 _OWNER = re.compile(r"[A-Za-z0-9](?:-?[A-Za-z0-9]){0,38}")
 _REPO_NAME = re.compile(r"[A-Za-z0-9._-]{1,100}")
@@ -69,6 +74,16 @@ def integer(field: str, value: Any, *, minimum: int, maximum: int = MAX_INT) -> 
     if not minimum <= value <= maximum:
         raise ValidationError(f"{field} must be between {minimum} and {maximum}, got {value}")
     return int(value)
+
+
+def retry_count(field: str, value: Any) -> int:
+    """A retry counter: 0 to MAX_RETRY_COUNT."""
+    return integer(field, value, minimum=0, maximum=MAX_RETRY_COUNT)
+
+
+def duration(field: str, value: Any) -> int:
+    """Whole seconds, 0 to a hundred years."""
+    return integer(field, value, minimum=0, maximum=MAX_DURATION_SECONDS)
 
 
 def optional_integer(field: str, value: Any, *, minimum: int) -> int | None:

@@ -1,0 +1,60 @@
+"""One project per repository however it is spelt; deleted projects keep their name and repo.
+
+Revision ID: 0003
+Revises: 0002
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import context, op
+
+from vibecc.state_store.errors import SchemaVersionError
+
+revision = "0003"
+down_revision = "0002"
+branch_labels = None
+depends_on = None
+
+# This revision's own copy of the id type: ids compare by code point on PostgreSQL too.
+_KEY = sa.String(36).with_variant(sa.String(36, collation="C"), "postgresql")
+
+
+def _refuse_repos_differing_in_case() -> None:
+    projects = sa.table("projects", sa.column("id"), sa.column("repo"))
+    clashing = (
+        sa.select(sa.func.lower(projects.c.repo))
+        .group_by(sa.func.lower(projects.c.repo))
+        .having(sa.func.count() > 1)
+    )
+    found = op.get_bind().execute(
+        sa.select(projects.c.repo, projects.c.id)
+        .where(sa.func.lower(projects.c.repo).in_(clashing))
+        .order_by(sa.func.lower(projects.c.repo), projects.c.repo)
+    )
+    listed = [f"{row.repo} ({row.id})" for row in found]
+    if listed:
+        raise SchemaVersionError(
+            "cannot upgrade: projects whose repos differ only in case name one GitHub repository: "
+            f"{', '.join(listed[:10])}; delete or rename all but one of each and upgrade again"
+        )
+
+
+def upgrade() -> None:
+    if not context.is_offline_mode():
+        # Offline there are no rows to look at; a DBA running the SQL gets the index error.
+        _refuse_repos_differing_in_case()
+    op.create_index("uq_projects_lower_repo", "projects", [sa.text("lower(repo)")], unique=True)
+    op.create_table(
+        "deleted_projects",
+        sa.Column("id", _KEY, nullable=False),
+        sa.Column("name", sa.String(255), nullable=False),
+        sa.Column("repo", sa.String(255), nullable=False),
+        sa.Column("deleted_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("id", name="pk_deleted_projects"),
+    )
+
+
+def downgrade() -> None:
+    op.drop_table("deleted_projects")
+    op.drop_index("uq_projects_lower_repo", table_name="projects")
