@@ -262,22 +262,79 @@ def test_read_only_file_reads_work_and_writes_raise_storage_error(nobody_dir: Pa
     record_fault("SQLite file not writable by the process user")
 
 
-def test_read_only_folder_reads_work_and_writes_raise_storage_error(nobody_dir: Path) -> None:
-    """The file is writable, its folder is not: SQLite cannot create the -wal and -shm files."""
+def test_read_only_folder_reads_while_the_writer_has_it_open_and_refuses_clearly_otherwise(
+    nobody_dir: Path,
+) -> None:
+    """The file is writable, its folder is not: SQLite cannot create the -wal and -shm files.
+
+    While the writing process has the store open (its -wal and -shm exist) the reader opens
+    and reads it; once the writer closed it, opening says why it cannot and what to do,
+    instead of reading a frozen copy that would never see the writer's next commits.
+    """
     folder = nobody_dir / "ro-folder"
     folder.mkdir()
     path = folder / "vibecc.db"
     before = _make_store(path)
     os.chown(path, NOBODY, NOBODY)
-    result = run_as_nobody(path, "write")
-    assert result["open"][0] == "ok", result
-    assert result["read"] == ["ok", ["faults", 4]]
-    assert result["write"][0] == "StorageError", result
-    with StateStore(path) as store:
-        assert contents(store) == before
+    with StateStore(path) as writer:
+        writer.list_projects()  # the writer holds the store open: -wal and -shm exist
+        result = run_as_nobody(path, "write")
+        assert result["open"][0] == "ok", result
+        assert result["read"] == ["ok", ["faults", 4]]
+        assert result["write"][0] == "StorageError", result
+        assert contents(writer) == before
+    result = run_as_nobody(path, "read")
+    assert result["open"][0] == "StorageError", result
+    assert "make the folder writable" in result["open"][1], result
     os.chown(folder, NOBODY, NOBODY)
     assert run_as_nobody(path, "write")["write"] == ["ok", "renamed"]
     record_fault("SQLite folder not writable by the process user")
+
+
+_FOLLOW_SCRIPT = """
+import json, sys
+from vibecc.state_store import StateStore
+store = StateStore(sys.argv[1], busy_timeout=1)
+for line in sys.stdin:
+    print(json.dumps(sorted(p.name for p in store.list_projects())), flush=True)
+"""
+
+
+def test_a_read_only_reader_sees_what_the_writer_commits_later(nobody_dir: Path) -> None:
+    """A store this user may not write is never opened as a frozen (immutable) copy."""
+    folder = nobody_dir / "ro-follow"
+    folder.mkdir()
+    path = folder / "vibecc.db"
+    _make_store(path)
+    path.chmod(0o644)  # readable by nobody, writable only by its owner
+    with StateStore(path) as writer:
+        writer.list_projects()
+        Path(f"{path}-shm").chmod(0o644)
+        Path(f"{path}-wal").chmod(0o644)
+        reader = subprocess.Popen(
+            [*_NOBODY_PREFIX, sys.executable, "-c", _FOLLOW_SCRIPT, str(path)],
+            preexec_fn=None if _NOBODY_PREFIX else _as_nobody,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd="/",
+            env={**os.environ, "HOME": "/"},
+        )
+        assert reader.stdin is not None
+        assert reader.stdout is not None
+        try:
+            reader.stdin.write("read\n")
+            reader.stdin.flush()
+            assert json.loads(reader.stdout.readline()) == ["faults"], reader.stderr
+            writer.create_project("later", "acme/later")
+            reader.stdin.write("read\n")
+            reader.stdin.flush()
+            assert json.loads(reader.stdout.readline()) == ["faults", "later"]
+        finally:
+            reader.stdin.close()
+            reader.wait(timeout=60)
+    assert reader.returncode == 0, reader.stderr.read() if reader.stderr else ""
 
 
 # -- disk full ----------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import sqlite3
 import threading
 import time
@@ -25,6 +26,8 @@ from .errors import SchemaVersionError, StorageError, ValidationError
 MEMORY = ":memory:"
 SQLITE_BUSY = 5
 SQLITE_LOCKED = 6
+SQLITE_READONLY = 8
+SQLITE_CANTOPEN = 14
 Upsert = sqlite.Insert | postgresql.Insert
 _BEGIN = {"deferred": "BEGIN", "immediate": "BEGIN IMMEDIATE"}
 # SQLITE_CONSTRAINT_UNIQUE, _PRIMARYKEY, _FOREIGNKEY; PostgreSQL unique_violation, foreign_key_violation
@@ -47,30 +50,66 @@ class EngineOptions:
 
 
 def to_url(location: str | os.PathLike[str] | URL) -> URL:
-    """A path, ":memory:" or an SQLAlchemy URL, as a URL (relative paths made absolute)."""
+    """A path, ":memory:" or an SQLAlchemy URL, as a URL (relative paths made absolute).
+
+    Messages never quote the location: a malformed URL may hold a password anywhere.
+    """
     if isinstance(location, URL):
         return _supported(location)
     if not isinstance(location, str | os.PathLike):
-        raise ValidationError(f"db_path must be a path or URL, got {type(location).__name__} {location!r}")
+        raise ValidationError(f"db_path must be a path or URL, got {type(location).__name__}")
     raw = os.fspath(location)
-    if not isinstance(raw, str) or not raw.strip():
-        raise ValidationError(f"db_path must be a non-empty path or URL, got {location!r}")
+    if not isinstance(raw, str):
+        raise ValidationError(f"db_path must be a path or URL as text, got {type(raw).__name__}")
+    if not raw.strip():
+        raise ValidationError("db_path must be a non-empty path or URL")
     if "\x00" in raw:
         raise ValidationError("db_path must not contain a NUL character")
     if raw == MEMORY:
         return make_url("sqlite://")
     if "://" not in raw:
+        if _LIBPQ_KEYWORD.search(raw):
+            # Taken as a file name it would create a file named after the password.
+            raise ValidationError(
+                "db_path looks like a libpq key=value connection string; give a URL instead: "
+                "postgresql://USER:PASSWORD@HOST:PORT/DBNAME"
+            )
         return URL.create("sqlite+pysqlite", database=str(Path(raw).expanduser().absolute()))
+    if raw.partition("://")[2].partition("?")[0].count("@") > 1:
+        raise ValidationError(_AMBIGUOUS_URL)
+    url = _parse(raw)
+    if url is None:
+        raise ValidationError(f"db_path is not a valid database URL: {mask(raw)}")
+    if "@" in (url.host or "") or "@" in (url.database or ""):
+        raise ValidationError(_AMBIGUOUS_URL)
+    return _supported(url)
+
+
+# Keywords of a libpq connection string ("host=db1 dbname=vibecc password=..."), which a file
+# name would hardly begin with.
+_LIBPQ_KEYWORD = re.compile(
+    r"(?:^|\s)(?:host|hostaddr|port|dbname|user|password|passfile|sslmode|service|connect_timeout)\s*="
+)
+_AMBIGUOUS_URL = (
+    "db_path is a database URL whose user name or password holds an unencoded '@', so its host "
+    "cannot be told apart; percent-encode '@' as %40 (and '/' as %2F, '?' as %3F, '#' as %23)"
+)
+
+
+def _parse(raw: str) -> URL | None:
+    """make_url, or None when it fails. Its errors may quote the password (an unparseable
+    port, say), so they are not kept even as the context of the error raised instead."""
     try:
         # make_url raises ValueError too, e.g. for a port that is not a number.
-        url = make_url(raw)
+        return make_url(raw)
     except (ArgumentError, ValueError):
-        raise ValidationError(f"db_path is not a valid database URL: {mask(raw)}") from None
-    return _supported(url)
+        return None
 
 
 def _supported(url: URL) -> URL:
     backend = url.get_backend_name()
+    if backend == "postgres":  # the spelling many hosting services hand out
+        backend, url = "postgresql", url.set(drivername="postgresql+psycopg")
     if backend not in ("sqlite", "postgresql"):
         raise ValidationError(f"unsupported database {backend!r}; use sqlite or postgresql")
     if backend == "postgresql" and url.get_driver_name() != "psycopg":
@@ -81,12 +120,16 @@ def _supported(url: URL) -> URL:
 
 
 def mask(url: str | URL) -> str:
-    """The URL with its password replaced by ***, safe to print."""
-    try:
-        parsed = make_url(url) if isinstance(url, str) else url
-    except (ArgumentError, ValueError):
+    """The URL with its password (also one given as a query parameter) replaced by ***, safe
+    to print."""
+    parsed = _parse(url) if isinstance(url, str) else url
+    if parsed is None:
         return "<unparseable database URL>"
-    return parsed.render_as_string(hide_password=True)
+    hidden = {key for key in parsed.query if "pass" in key.lower()}
+    if hidden:
+        parsed = parsed.difference_update_query(hidden)
+    shown = parsed.render_as_string(hide_password=True)
+    return shown + "".join(f"{'&' if '?' in shown else '?'}{key}=***" for key in sorted(hidden))
 
 
 def same_database(a: URL, b: URL) -> bool:
@@ -146,6 +189,10 @@ class Dialect:
     def violation(self, exc: DBAPIError) -> str:
         """Which kind of constraint an IntegrityError broke: "unique", "foreign_key" or "other"."""
         return "other"
+
+    def explain(self, exc: BaseException) -> str | None:
+        """What the user can do about a database error, when this engine knows more."""
+        return None
 
 
 class SQLiteDialect(Dialect):
@@ -222,6 +269,16 @@ class SQLiteDialect(Dialect):
     def begin(self, conn: Connection, *, write: bool) -> None:
         sqlite_begin(conn, write=write, timeout=self.options.busy_timeout)
 
+    def explain(self, exc: BaseException) -> str | None:
+        if not self.read_only or not _is_code(exc, SQLITE_READONLY, SQLITE_CANTOPEN):
+            return None
+        return (
+            "this user may not write the database or its folder; SQLite reads a WAL database in "
+            "such a folder only while its -wal and -shm files exist (the writing process has it "
+            "open): make the folder writable for this user, or read a copy made by "
+            "`vibecc-state backup`"
+        )
+
     def violation(self, exc: DBAPIError) -> str:
         # The extended result code tells; the message would only name columns.
         code = getattr(exc.orig, "sqlite_errorcode", None)
@@ -239,14 +296,37 @@ class PostgresDialect(Dialect):
         }
         if options.statement_timeout is not None:
             connect_args["options"] = f"-c statement_timeout={int(options.statement_timeout * 1000):d}"
-        return create_engine(
-            self.url,
-            pool_size=options.pool_size,
-            max_overflow=options.max_overflow,
-            pool_timeout=options.pool_timeout,
-            pool_pre_ping=True,
-            connect_args=connect_args,
-        )
+        try:
+            engine = create_engine(
+                self.url,
+                pool_size=options.pool_size,
+                max_overflow=options.max_overflow,
+                pool_timeout=options.pool_timeout,
+                pool_pre_ping=True,
+                connect_args=connect_args,
+            )
+        except ImportError:
+            raise StorageError(
+                "PostgreSQL needs the psycopg driver: pip install 'vibecc-state-store[postgres]'"
+            ) from None
+
+        # SQLAlchemy's documented recipe for session settings on connect (see "Setting
+        # Alternate Search Paths on Connect"); inserted first so it runs before anything else.
+        @event.listens_for(engine, "connect", insert=True)
+        def _utc(dbapi_conn: Any, _record: Any) -> None:
+            # Every session in UTC, whatever the server's default or the client's PGTZ: a
+            # timestamp near year 1 or 9999 that is valid in UTC may not exist in another
+            # zone, and psycopg hands out datetimes in the session's zone.
+            autocommit = dbapi_conn.autocommit
+            dbapi_conn.autocommit = True
+            cursor = dbapi_conn.cursor()
+            try:
+                cursor.execute("SET TIME ZONE 'UTC'")
+            finally:
+                cursor.close()
+                dbapi_conn.autocommit = autocommit
+
+        return engine
 
     def read_options(self, snapshot: bool) -> dict[str, Any]:
         return {"isolation_level": "REPEATABLE READ"} if snapshot else {}
@@ -367,9 +447,14 @@ def sqlite_begin(conn: Connection, *, write: bool, timeout: float) -> None:
 
 def is_busy(exc: BaseException) -> bool:
     """True for SQLite's "database is locked" family (SQLITE_BUSY / SQLITE_LOCKED and extended codes)."""
+    return _is_code(exc, SQLITE_BUSY, SQLITE_LOCKED)
+
+
+def _is_code(exc: BaseException, *primary: int) -> bool:
+    """True when a SQLite error's primary result code is one of `primary`."""
     orig = getattr(exc, "orig", exc)
     code = getattr(orig, "sqlite_errorcode", None)
-    return isinstance(code, int) and code & 0xFF in (SQLITE_BUSY, SQLITE_LOCKED)
+    return isinstance(code, int) and code & 0xFF in primary
 
 
 def _retry_busy(action: Any, timeout: float) -> None:
@@ -391,17 +476,17 @@ def _read_only_uri(path: Path) -> str | None:
     """A read-only URI for a database this process may read but not change, else None.
 
     SQLite cannot open a WAL database read-write when the file, or the folder that must hold
-    its -wal and -shm files, is read-only. Opened mode=ro it can, and with immutable=1 when
-    there is no -wal to replay (no process can write a WAL database without creating one).
+    its -wal and -shm files, is read-only; opened mode=ro it can, and it sees every commit of
+    the process that writes it. immutable=1 (no locks, no -wal) only on a read-only file
+    system, where no process can write: anywhere else another process may write later and an
+    immutable reader would never see it.
     """
-    folder_writable = os.access(path.parent, os.W_OK)
-    if os.access(path, os.W_OK) and folder_writable:
+    if os.access(path, os.W_OK) and os.access(path.parent, os.W_OK):
         return None
     quoted = urllib.parse.quote(str(path))
-    wal = Path(f"{path}-wal")
-    if folder_writable or (wal.exists() and wal.stat().st_size > 0):
-        return f"file:{quoted}?mode=ro"
-    return f"file:{quoted}?mode=ro&immutable=1"
+    if os.statvfs(path).f_flag & os.ST_RDONLY:
+        return f"file:{quoted}?mode=ro&immutable=1"
+    return f"file:{quoted}?mode=ro"
 
 
 def private_folders(folder: Path) -> None:

@@ -126,8 +126,10 @@ class StateStore(ProjectsMixin, PipelinesMixin, HistoryMixin, StoreBase):
             raise self._storage_error(exc) from exc
 
     def _storage_error(self, exc: BaseException) -> StorageError:
-        """The StorageError for a database error: which database, and the driver's first line."""
-        return StorageError(f"{describe(self._url)}: {_reason(exc)}")
+        """The StorageError for a database error: which database, the driver's first line, and
+        what to do about it when the engine knows."""
+        hint = self._dialect.explain(exc)
+        return StorageError(f"{describe(self._url)}: {_reason(exc)}" + (f" ({hint})" if hint else ""))
 
     def _read(self, *, snapshot: bool = False) -> AbstractContextManager[Connection]:
         """A read transaction; with snapshot=True every statement in it sees the same data."""
