@@ -94,14 +94,18 @@ def _archive_finished_duplicates() -> None:
     _refuse_duplicate_tickets(pipelines)
 
 
-def _shares_ticket(pipelines: sa.Table) -> sa.Exists:
-    """True for a pipeline whose ticket has another pipeline as well."""
-    other = pipelines.alias("other")
-    return sa.exists().where(
-        other.c.project_id == pipelines.c.project_id,
-        other.c.ticket_id == pipelines.c.ticket_id,
-        other.c.id != pipelines.c.id,
+def _shares_ticket(pipelines: sa.Table) -> sa.ColumnElement[bool]:
+    """True for a pipeline whose ticket has another pipeline as well.
+
+    The tickets are grouped once, not looked up per pipeline: the 0001 table has no index on
+    (project_id, ticket_id), so a correlated lookup would scan the table for every row.
+    """
+    shared = (
+        sa.select(pipelines.c.project_id, pipelines.c.ticket_id)
+        .group_by(pipelines.c.project_id, pipelines.c.ticket_id)
+        .having(sa.func.count() > 1)
     )
+    return sa.tuple_(pipelines.c.project_id, pipelines.c.ticket_id).in_(shared)
 
 
 def _history_values(row: sa.Row[Any]) -> dict[str, Any]:
