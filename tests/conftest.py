@@ -8,6 +8,7 @@ the run; elsewhere the PostgreSQL tests are left out of it, counted on one line 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Callable, Iterator
@@ -17,6 +18,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import DBAPIError
 
 from vibecc.state_store import StateStore
 from vibecc.state_store.models import Base
@@ -25,6 +27,15 @@ DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 ENGINES = ("sqlite", "postgresql")
 TABLES = tuple(table.name for table in Base.metadata.sorted_tables)
 """Every table of the store, emptied between tests that share a PostgreSQL database."""
+DATABASE_TIMEZONE = "Asia/Kathmandu"
+"""Default time zone of the test databases: positive, and not a whole number of hours (+05:45)."""
+CLIENT_TIMEZONE = "America/St_Johns"
+"""PGTZ of the test run unless already set: negative, and not a whole number of hours (-03:30)."""
+DATABASE_ICU_LOCALE = "en-US"
+_ICU_DATABASE = (
+    f"TEMPLATE template0 ENCODING 'UTF8' LOCALE_PROVIDER icu ICU_LOCALE '{DATABASE_ICU_LOCALE}' "
+    "LC_COLLATE 'C.UTF-8' LC_CTYPE 'C.UTF-8'"
+)
 
 settings.register_profile("default", max_examples=100, deadline=None)
 settings.register_profile(
@@ -34,19 +45,59 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
 class PostgresServer:
-    """The test server: makes and drops throwaway databases."""
+    """The test server: makes and drops throwaway databases.
+
+    Each database gets DATABASE_TIMEZONE as its default time zone and, where the server has
+    ICU, the ICU locale DATABASE_ICU_LOCALE as its default collation, so that neither a zone nor
+    a locale other than the usual UTC and C can go unnoticed.
+    """
 
     def __init__(self, admin_url: URL) -> None:
         self.admin_url = admin_url
         self._engine = create_engine(admin_url, isolation_level="AUTOCOMMIT", pool_size=1)
         self.created: list[str] = []
+        self.icu = False
+        """Whether the databases get the ICU locale (see probe())."""
 
-    def create_database(self) -> str:
+    def probe(self) -> None:
+        """Connect once (raising if the server cannot be reached) and see whether it has ICU
+        locale providers (PostgreSQL 15 and later, built with ICU)."""
+        with self._engine.connect() as conn:
+            self.icu = bool(
+                conn.execute(
+                    text(
+                        "SELECT current_setting('server_version_num')::int >= 150000 "
+                        "AND EXISTS (SELECT 1 FROM pg_collation WHERE collprovider = 'i')"
+                    )
+                ).scalar_one()
+            )
+
+    def create_database(self, *, timezone: str = DATABASE_TIMEZONE) -> str:
+        """A new, empty database whose sessions default to `timezone`; its URL, password included."""
         name = f"vibecc_test_{uuid.uuid4().hex[:12]}"
         with self._engine.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-        self.created.append(name)
+            if self.icu:
+                try:
+                    conn.execute(text(f'CREATE DATABASE "{name}" {_ICU_DATABASE}'))
+                except DBAPIError:
+                    self.icu = False  # the server's C library has no C.UTF-8 locale
+            if not self.icu:
+                conn.execute(text(f'CREATE DATABASE "{name}"'))
+            self.created.append(name)
+            # A utility statement takes no bound parameters: the zone goes in as a checked literal.
+            if not re.fullmatch(r"[A-Za-z0-9_/+-]+", timezone):
+                raise ValueError(f"not a time zone name: {timezone!r}")
+            conn.execute(text(f"ALTER DATABASE \"{name}\" SET timezone TO '{timezone}'"))
         return self.admin_url.set(database=name).render_as_string(hide_password=False)
+
+    def describe(self) -> str:
+        """The server (no password) and what its test databases are like, for the report header."""
+        where = self.admin_url.render_as_string(hide_password=True)
+        locale = f"ICU locale {DATABASE_ICU_LOCALE}" if self.icu else "the server's default locale"
+        return (
+            f"{where}; test databases in time zone {DATABASE_TIMEZONE} with {locale}; "
+            f"PGTZ={os.environ.get('PGTZ', '')}"
+        )
 
     def drop_all(self) -> None:
         with self._engine.connect() as conn:
@@ -60,8 +111,7 @@ def _reach_postgres() -> tuple[PostgresServer | None, str]:
     url = make_url(raw)
     try:
         server = PostgresServer(url)
-        with server._engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
+        server.probe()
     except Exception as exc:  # any failure to reach the server means: no PostgreSQL here
         reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
         return None, f"PostgreSQL not reachable at {url.render_as_string(hide_password=True)}: {reason}"
@@ -81,6 +131,9 @@ def pytest_configure(config: pytest.Config) -> None:
         "pg_only: needs the PostgreSQL test server without taking pg_server as an argument "
         "(so it is left out with the others when there is no server)",
     )
+    # Every PostgreSQL session of the run (subprocesses too) asks for this zone, unless the
+    # library sets its own: results must not depend on it.
+    os.environ.setdefault("PGTZ", CLIENT_TIMEZONE)
     _PG_SERVER, _PG_REASON = _reach_postgres()
     if _PG_SERVER is None and os.environ.get("CI", "").lower() == "true":
         raise pytest.UsageError(f"CI=true and {_PG_REASON}")
@@ -94,7 +147,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 def pytest_report_header(config: pytest.Config) -> str | None:
     if _PG_SERVER is None:
         return None  # the line of pytest_terminal_summary says why, with the count
-    return f"postgresql: {_PG_SERVER.admin_url.render_as_string(hide_password=True)}"
+    return f"postgresql: {_PG_SERVER.describe()}"
 
 
 def needs_postgres(item: pytest.Item) -> bool:
