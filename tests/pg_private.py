@@ -11,6 +11,7 @@ Import it like tests/workers.py (`from tests import pg_private` under TYPE_CHECK
 
 from __future__ import annotations
 
+import fcntl
 import os
 import pwd
 import random
@@ -19,6 +20,7 @@ import socket
 import subprocess
 import tempfile
 from pathlib import Path
+from typing import IO, Literal
 
 from sqlalchemy.engine import URL
 
@@ -95,6 +97,7 @@ class PrivatePostgres:
         self.bin_dir = found
         self.password = password
         self.port = 0
+        self._port_lock: IO[bytes] | None = None
         self._folder: Path | None = None
         self.running = False
 
@@ -124,10 +127,11 @@ class PrivatePostgres:
             return
         if self._folder is None:
             self._create()
-            # Another process may take the port between the check and the start: try another.
+            # Something else may take the port between the check and the start: try another.
             attempts = 5
             for attempt in range(1, attempts + 1):
-                self.port = _free_port()
+                self._release_port()
+                self.port, self._port_lock = _claim_port()
                 self._configure()
                 if self._pg_ctl("start", check=attempt == attempts):
                     break
@@ -152,6 +156,12 @@ class PrivatePostgres:
         self.running = False
         shutil.rmtree(self.folder, ignore_errors=True)
         self._folder = None
+        self._release_port()
+
+    def _release_port(self) -> None:
+        if self._port_lock is not None:
+            self._port_lock.close()  # closing the file releases the lock
+            self._port_lock = None
 
     def accepting(self) -> bool:
         """True when something accepts TCP connections on the server's port."""
@@ -252,14 +262,40 @@ class PrivatePostgres:
             raise RuntimeError(f"{command[0]} failed ({done.returncode}): {done.stdout}{done.stderr}")
 
 
-def _free_port() -> int:
-    """A port on HOST that nothing listens on right now."""
+def _claim_port() -> tuple[int, IO[bytes] | None]:
+    """A port on HOST that nothing listens on right now, and a lock on it that other test runs on
+    this machine respect while this server has it, even while the server is stopped (the lock is
+    None where the shared lock folder cannot be used)."""
     for _ in range(100):
         port = random.randrange(PORTS.start, PORTS.stop)
+        lock = _lock_port(port)
+        if lock is False:
+            continue  # another run's private server has it
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
             try:
                 probe.bind((HOST, port))
             except OSError:
+                if lock is not None:
+                    lock.close()
                 continue
-            return port
+        return port, lock
     raise RuntimeError(f"no free port in {PORTS.start}-{PORTS.stop - 1} on {HOST}")
+
+
+def _lock_port(port: int) -> IO[bytes] | Literal[False] | None:
+    """An exclusive lock on `port` among private servers of this machine; False when another
+    holds it, None when the lock folder is not usable here."""
+    folder = Path(tempfile.gettempdir()) / "vibecc-pg-ports"
+    try:
+        if not folder.exists():
+            folder.mkdir()
+            folder.chmod(0o1777)  # shared by every user's runs, like /tmp
+        lock = (folder / f"{port}.lock").open("ab")
+    except OSError:
+        return None
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        lock.close()
+        return False
+    return lock
