@@ -148,3 +148,52 @@ def test_more_threads_than_connections_all_get_served(store_url: str) -> None:
             return total
 
         assert run_together(read) == [20] * THREADS
+
+
+_COLD_START = """
+import gc, itertools, json, sys, threading
+sys.setswitchinterval(1e-6)  # switch threads as often as possible
+from vibecc.state_store import StateStore
+
+FIELDS = {"pr_id": 7, "retry_count_ci": 2, "retry_count_review": 3, "feedback": "f", "state": "testing"}
+combos = [c for n in range(1, len(FIELDS) + 1) for c in itertools.combinations(sorted(FIELDS), n)]
+RACERS = 4
+store = StateStore(sys.argv[1], pool_size=RACERS)
+project = store.create_project("Cold", "acme/cold")
+wrong = []
+
+def work(start, pipeline, combo, versioned):
+    start.wait()
+    try:
+        changes = {name: FIELDS[name] for name in combo}
+        got = store.update_pipeline(pipeline.id, **changes, expected_version=1 if versioned else None)
+        if any(getattr(got, name) != FIELDS[name] for name in combo) or got.version != 2:
+            wrong.append(f"{combo}: {got}")
+    except Exception as exc:
+        wrong.append(f"{combo}: {type(exc).__name__}: {exc}")
+
+# One combination after another, each first used by RACERS threads at once: a statement made
+# twice by the race is freed before the next combination makes its own.
+for number, (combo, versioned) in enumerate(itertools.product(combos, (False, True))):
+    start = threading.Barrier(RACERS)
+    pipelines = [store.create_pipeline(project.id, f"{number}-{n}", "t", "main") for n in range(RACERS)]
+    threads = [threading.Thread(target=work, args=(start, p, combo, versioned)) for p in pipelines]
+    for t in threads: t.start()
+    for t in threads: t.join()
+    gc.collect()
+print(json.dumps(wrong))
+"""
+
+
+def test_threads_racing_every_statements_first_use_run_the_right_sql(store_url: str) -> None:
+    """A fresh process where every field combination of update_pipeline is first used by two
+    threads at once: each gets its own SQL, whatever statement objects the race made."""
+    import json
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", _COLD_START, store_url], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout) == []

@@ -194,6 +194,13 @@ class Dialect:
         """What the user can do about a database error, when this engine knows more."""
         return None
 
+    def interrupt(self, conn: Connection) -> None:
+        """Make the statement running on `conn` (in another thread) fail at once."""
+
+    def lock_for_copy(self, conn: Connection) -> None:
+        """Keep other copies (and writers of projects) out of this transaction's database
+        until it ends; SQLite's write transactions exclude each other already."""
+
 
 class SQLiteDialect(Dialect):
     name = "sqlite"
@@ -269,6 +276,11 @@ class SQLiteDialect(Dialect):
     def begin(self, conn: Connection, *, write: bool) -> None:
         sqlite_begin(conn, write=write, timeout=self.options.busy_timeout)
 
+    def interrupt(self, conn: Connection) -> None:
+        raw = conn.connection.driver_connection
+        if raw is not None:
+            raw.interrupt()  # sqlite3 documents it as callable from another thread
+
     def explain(self, exc: BaseException) -> str | None:
         if not self.read_only or not _is_code(exc, SQLITE_READONLY, SQLITE_CANTOPEN):
             return None
@@ -330,6 +342,16 @@ class PostgresDialect(Dialect):
 
     def read_options(self, snapshot: bool) -> dict[str, Any]:
         return {"isolation_level": "REPEATABLE READ"} if snapshot else {}
+
+    def interrupt(self, conn: Connection) -> None:
+        raw = conn.connection.driver_connection
+        if raw is not None:
+            raw.cancel()  # psycopg sends a cancel request on its own connection to the server
+
+    def lock_for_copy(self, conn: Connection) -> None:
+        # Conflicts with itself and with every writer of projects, not with readers: a second
+        # copy waits, then finds the target no longer empty.
+        conn.execute(text("LOCK TABLE projects IN SHARE ROW EXCLUSIVE MODE"))
 
     def violation(self, exc: DBAPIError) -> str:
         return _PG_VIOLATIONS.get(getattr(exc.orig, "sqlstate", None) or "", "other")

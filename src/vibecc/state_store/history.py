@@ -269,8 +269,15 @@ class HistoryMixin(StoreBase):
             total += len(gone)
             if progress is not None and gone:
                 progress(len(gone))
-            if len(gone) < batch_size:
+            # A short batch is not the end when another prune runs beside this one: under READ
+            # COMMITTED (PostgreSQL) rows it deleted drop out of this batch after it was chosen.
+            # So the end is a fresh look that finds no row left before the cut-off.
+            if len(gone) < batch_size and not self._any_history(params, flags):
                 return total
+
+    def _any_history(self, params: dict[str, Any], flags: sql.HistoryFilter) -> bool:
+        with self._read() as conn:
+            return run.first(conn, sql.history_exists(flags), params) is not None
 
 
 def check_history_record(record: Any) -> PipelineHistory:

@@ -85,7 +85,9 @@ def insert_history(
     """Insert the records whose id is new and count them into the stats; return those inserted."""
     if not records:
         return []
-    params = [values_of(r) for r in records]
+    # In id order: two writers inserting overlapping ids take the unique index's locks in the
+    # same order, so on PostgreSQL one waits for the other instead of both deadlocking.
+    params = sorted((values_of(r) for r in records), key=lambda values: values["id"])
     statement = sql.insert_history(dialect)
     # One row (an archive) runs on the driver; a batch is one executemany through SQLAlchemy.
     found = (

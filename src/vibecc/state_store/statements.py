@@ -222,6 +222,12 @@ def history_count(flags: HistoryFilter) -> Executable:
 
 
 @cache
+def history_exists(flags: HistoryFilter) -> Executable:
+    """One matching row's id, or none: whether any row matches, without counting them all."""
+    return history_filter(select(history.c.id), flags).limit(1)
+
+
+@cache
 def history_aggregates(flags: HistoryFilter) -> Executable:
     def count_of(state: PipelineState) -> Any:
         return func.sum(case((history.c.final_state == state.value, 1), else_=0))

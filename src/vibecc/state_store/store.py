@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
-from threading import RLock
+from threading import Condition, RLock
 from typing import Any
 
 from sqlalchemy import Connection
@@ -23,6 +23,9 @@ from .pipelines import PipelinesMixin
 from .projects import ProjectsMixin
 
 __all__ = ["CLEAR", "UNSET", "StateStore"]
+
+_CLOSE_GRACE = 1.0
+"""Seconds close() lets other threads' calls finish before it interrupts them."""
 
 
 class StateStore(ProjectsMixin, PipelinesMixin, HistoryMixin, StoreBase):
@@ -59,6 +62,9 @@ class StateStore(ProjectsMixin, PipelinesMixin, HistoryMixin, StoreBase):
         statement_timeout: float | None = None,
     ) -> None:
         self._closed = True
+        self._calls = 0
+        self._in_flight: set[Connection] = set()
+        self._calls_done = Condition()
         url = to_url(db_path)
         options = EngineOptions(
             pool_size=check.integer("pool_size", pool_size, minimum=1, maximum=1000),
@@ -98,11 +104,23 @@ class StateStore(ProjectsMixin, PipelinesMixin, HistoryMixin, StoreBase):
         return self._dialect.name
 
     def close(self) -> None:
-        """Close every pooled connection; later calls raise StorageError."""
-        if not self._closed:
+        """Close every connection; later calls raise StorageError.
+
+        Calls other threads are making meanwhile are interrupted when they do not finish
+        within a moment (they raise StorageError; what they had not committed is rolled back),
+        and close returns only once each of them has closed its connection: afterwards no
+        file handle or server session of this store stays open.
+        """
+        with self._calls_done:
+            if self._closed:
+                return
             self._closed = True
-            self._connections.clear(closing=True)
-            self._engine.dispose()
+            if not self._calls_done.wait_for(lambda: not self._calls, timeout=_CLOSE_GRACE):
+                for conn in self._in_flight:
+                    self._dialect.interrupt(conn)
+                self._calls_done.wait_for(lambda: not self._calls)
+        self._connections.clear(closing=True)
+        self._engine.dispose()
 
     def __enter__(self) -> StateStore:
         return self
@@ -142,37 +160,62 @@ class StateStore(ProjectsMixin, PipelinesMixin, HistoryMixin, StoreBase):
     @contextmanager
     def _transaction(self, lock: RLock | None, *, write: bool, snapshot: bool) -> Iterator[Connection]:
         # One generator, not nested context managers: this runs around every call.
-        if self._closed:
-            raise StorageError(f"{describe(self._url)}: the store is closed")
+        with self._calls_done:
+            if self._closed:
+                raise StorageError(f"{describe(self._url)}: the store is closed")
+            self._calls += 1
         busy = self._dialect.options.busy_timeout
-        if lock is not None and not lock.acquire(timeout=busy):
-            raise StorageError(f"{describe(self._url)} is locked: no write slot within {busy:g} s")
+        # A snapshot that needs another isolation level (PostgreSQL) gets a connection of its
+        # own, which the pool resets on return; SQLite's WAL reads are snapshots anyway.
+        options = self._dialect.read_options(snapshot)
+        locked = False
+        conn: Connection | None = None
         try:
-            # A snapshot that needs another isolation level (PostgreSQL) gets a connection of
-            # its own, which the pool resets on return; SQLite's WAL reads are snapshots anyway.
-            options = self._dialect.read_options(snapshot)
+            if lock is not None:
+                locked = lock.acquire(timeout=busy)
+                if not locked:
+                    raise StorageError(f"{describe(self._url)} is locked: no write slot within {busy:g} s")
             if options:
                 conn = self._engine.connect().execution_options(**options)
             else:
                 conn = self._connections.take()
-            try:
-                self._dialect.begin(conn, write=write)
-                yield conn
-                _commit(conn)
-            except BaseException:
-                conn.close()
+            with self._calls_done:
+                if self._closed:  # closed while this call waited for a lock or a connection
+                    raise StorageError(f"{describe(self._url)}: the store is closed")
+                self._in_flight.add(conn)
+            self._dialect.begin(conn, write=write)
+            yield conn
+            _commit(conn)
+        except BaseException as exc:
+            if conn is not None:
+                _rollback(conn)
+            if isinstance(exc, StateStoreError) or not isinstance(exc, self._database_errors):
                 raise
-            if options:
-                conn.close()
-            else:
-                self._connections.give(conn)
-        except StateStoreError:
-            raise
-        except self._database_errors as exc:
+            if self._closed:
+                raise StorageError(f"{describe(self._url)}: the store was closed during the call") from exc
             raise self._storage_error(exc) from exc
         finally:
-            if lock is not None:
+            if conn is not None:
+                self._release(conn, cached=not options)
+            if locked:
+                assert lock is not None
                 lock.release()
+            with self._calls_done:
+                self._calls -= 1
+                self._calls_done.notify_all()
+
+    def _release(self, conn: Connection, *, cached: bool) -> None:
+        """Hand a finished call's connection back, or close it for good once the store is closed."""
+        with self._calls_done:
+            self._in_flight.discard(conn)
+            closing = self._closed
+        if closing:
+            conn.invalidate()  # closes the driver connection now, not when the pool is collected
+            conn.close()
+        elif cached and not conn.invalidated:
+            self._connections.give(conn)
+        else:
+            conn.close()
 
 
 def _commit(conn: Connection) -> None:
@@ -182,6 +225,19 @@ def _commit(conn: Connection) -> None:
     raw = conn.connection.driver_connection
     assert raw is not None
     raw.commit()
+
+
+def _rollback(conn: Connection) -> None:
+    """Roll back a failed call's transaction, on SQLAlchemy's side and the driver's; a
+    connection that cannot even roll back is dropped from the pool."""
+    try:
+        if conn.in_transaction():
+            conn.rollback()
+        raw = conn.connection.driver_connection
+        if raw is not None:
+            raw.rollback()
+    except Exception:  # the connection is broken: the pool must not hand it out again
+        conn.invalidate()
 
 
 def _seconds(field: str, value: Any) -> float:

@@ -86,6 +86,7 @@ def copy_store(
         if src is dst or same_database(src._url, dst._url):
             raise ValidationError(f"source and target are the same database: {src.url}")
         with dst._write() as target_conn:
+            dst._dialect.lock_for_copy(target_conn)
             _require_empty(target_conn, dst.url)
             with src._read(snapshot=True) as source_conn:
                 source_sums = _copy_tables(source_conn, target_conn, dst, batch_size, progress)
