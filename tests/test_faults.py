@@ -9,6 +9,7 @@ dropping to user `nobody`, since root ignores file modes); elsewhere they skip w
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import hashlib
 import json
@@ -95,9 +96,22 @@ def _until(condition: Callable[[], bool], what: str) -> None:
 # -- machine-level helpers ----------------------------------------------------------------------
 
 
-def _mount_problem() -> str | None:
+_CLONE_NEWNS = 0x00020000
+_MS_REC = 0x4000
+_MS_PRIVATE = 1 << 18
+
+
+def _enter_private_mount_namespace() -> str | None:
+    """Move this thread (and the processes it starts) into a mount namespace of its own whose
+    mounts never propagate to the machine's: the tmpfs the tests mount is invisible to every
+    other process and goes away with this one. Returns why it cannot, or None."""
     if os.geteuid() != 0:
         return "mounting a tmpfs needs root"
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.unshare(_CLONE_NEWNS) != 0:
+        return f"cannot make a private mount namespace: {os.strerror(ctypes.get_errno())}"
+    if libc.mount(b"none", b"/", None, _MS_REC | _MS_PRIVATE, None) != 0:
+        return f"cannot make the mount namespace private: {os.strerror(ctypes.get_errno())}"
     with tempfile.TemporaryDirectory() as probe:
         done = subprocess.run(
             ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", probe], capture_output=True, text=True
@@ -108,9 +122,10 @@ def _mount_problem() -> str | None:
     return None
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def can_mount() -> None:
-    problem = _mount_problem()
+    """Tests that mount a tmpfs run in a private mount namespace, never in the machine's."""
+    problem = _enter_private_mount_namespace()
     if problem:
         pytest.skip(problem)
 
@@ -121,6 +136,8 @@ def tmpfs(where: Path, size: str) -> Iterator[Path]:
     where.mkdir(parents=True, exist_ok=True)
     subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(where)], check=True)
     try:
+        assert str(where) in Path("/proc/self/mountinfo").read_text()
+        assert str(where) not in Path("/proc/1/mountinfo").read_text(), "the mount leaked to the machine"
         yield where
     finally:
         if subprocess.run(["umount", str(where)], capture_output=True).returncode != 0:
