@@ -30,7 +30,7 @@ def _refuse_repos_differing_in_case() -> None:
     found = op.get_bind().execute(
         sa.select(projects.c.repo, projects.c.id)
         .where(sa.func.lower(projects.c.repo).in_(clashing))
-        .order_by(sa.func.lower(projects.c.repo), projects.c.repo)
+        .order_by(sa.func.lower(projects.c.repo), projects.c.id)
     )
     listed = [f"{row.repo} ({row.id})" for row in found]
     if listed:
