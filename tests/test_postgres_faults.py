@@ -180,6 +180,7 @@ def private_server() -> Iterator[pg_private.PrivatePostgres]:
         server.remove()
 
 
+@pytest.mark.pg_only  # counted with the PostgreSQL tests, though it brings its own server
 def test_server_outage_raises_storage_error_and_the_same_store_recovers(
     private_server: pg_private.PrivatePostgres, caplog: pytest.LogCaptureFixture
 ) -> None:
