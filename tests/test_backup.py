@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
 import sqlite3
 import stat
 import time
@@ -194,3 +195,15 @@ def test_backup_command_errors(tmp_path: Path, store_url: str, engine_name: str)
             run(str(tmp_path / "missing.db"), "backup", str(tmp_path / "b.db")), 1, "no SQLite database"
         )
     assert not (tmp_path / "b.db").exists()
+
+
+def test_missing_folders_of_a_backup_are_owner_only_whatever_the_umask(live: str, tmp_path: Path) -> None:
+    dest = tmp_path / "backups" / "nightly" / "b.db"
+    old = os.umask(0)
+    try:
+        ok(live, "backup", str(dest))
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(dest.stat().st_mode) == 0o600
+    for folder in (tmp_path / "backups", tmp_path / "backups" / "nightly"):
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700, folder

@@ -22,7 +22,14 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
-from vibecc.state_store import PipelineHistory, PipelineState, ProjectNotFoundError, StateStore, migrate
+from vibecc.state_store import (
+    PipelineHistory,
+    PipelineState,
+    ProjectNotFoundError,
+    StateStore,
+    cli_common,
+    migrate,
+)
 from vibecc.state_store.cli import cli
 
 T0 = datetime(2025, 3, 4, 5, 6, 7, 123456, tzinfo=UTC)
@@ -32,6 +39,12 @@ PG_UNREACHABLE = "postgresql://vibecc:s3cret-pw@127.0.0.1:1/vibecc_prod"
 def run(db: str, *args: str, input: str | None = None, env: dict[str, str] | None = None) -> Result:
     """Invoke vibecc-state --db DB ARGS in-process."""
     return CliRunner().invoke(cli, ["--db", db, *args], input=input, env=env)
+
+
+@pytest.fixture
+def terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    """stdin is a terminal: confirmation questions are asked (CliRunner types the input)."""
+    monkeypatch.setattr(cli_common, "stdin_is_terminal", lambda: True)
 
 
 def ok(db: str, *args: str, input: str | None = None) -> Result:
@@ -124,15 +137,18 @@ def test_db_comes_from_option_then_environment_then_default(
     runner = CliRunner()
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("VIBECC_DATABASE_URL", raising=False)
+    env = {"VIBECC_DATABASE_URL": str(from_env)}
+    for location in (tmp_path / "vibecc.db", from_env, from_option):
+        StateStore(location).close()
     default = runner.invoke(cli, ["projects", "add", "acme/default", "--name", "d"])
     assert default.exit_code == 0, default.stderr
-    assert (tmp_path / "vibecc.db").is_file()
-    env = {"VIBECC_DATABASE_URL": str(from_env)}
     assert runner.invoke(cli, ["projects", "add", "acme/env", "--name", "e"], env=env).exit_code == 0
     added = runner.invoke(
         cli, ["--db", str(from_option), "projects", "add", "acme/opt", "--name", "o"], env=env
     )
     assert added.exit_code == 0
+    with StateStore(tmp_path / "vibecc.db") as store:
+        assert [p.repo for p in store.list_projects()] == ["acme/default"]
     with StateStore(from_env) as store:
         assert [p.repo for p in store.list_projects()] == ["acme/env"]
     with StateStore(from_option) as store:
@@ -230,65 +246,10 @@ def test_version() -> None:
     assert "vibecc-state" in result.stdout
 
 
-# -- db ----------------------------------------------------------------------------------------
-
-
-def test_db_commands_walk_the_schema_down_and_up(fresh_db: Any) -> None:
-    db = fresh_db()
-    assert "from an empty database to 0003" in ok(db, "db", "upgrade").stdout
-    assert "at revision 0003 already" in ok(db, "db", "upgrade").stdout
-    assert as_json(db, "db", "current") == {"revision": "0003", "head": "0003", "at_head": True}
-    assert "ok:" in ok(db, "db", "check").stdout
-    assert as_json(db, "db", "check")["ok"] is True
-    revisions = as_json(db, "db", "history")
-    assert [(r["revision"], r["current"], r["head"]) for r in revisions] == [
-        ("0001", False, False),
-        ("0002", False, False),
-        ("0003", True, True),
-    ]
-    assert "current, head" in ok(db, "db", "history").stdout
-
-    one_line_error(run(db, "db", "downgrade", "0001", input="n\n"), 1, "aborted", prompted=True)
-    assert as_json(db, "db", "current")["revision"] == "0003"
-    assert "from 0003 to 0001" in ok(db, "db", "downgrade", "0001", "--yes").stdout
-    assert "head is 0003" in ok(db, "db", "current").stdout
-
-    # An old schema: reads refuse (no silent migration), check lists what differs.
-    one_line_error(run(db, "projects", "list"), 1, "revision 0001", "vibecc-state db upgrade")
-    checked = run(db, "db", "check")
-    one_line_error(checked, 1, "differs from the models")
-    assert "schema is at 0001, head is 0003" in checked.stdout
-    report = json.loads(run(db, "db", "check", "--json").stdout)
-    assert report["ok"] is False
-    assert report["problems"]
-
-    assert "from 0001 to 0003" in ok(db, "db", "upgrade").stdout
-    assert ok(db, "projects", "list").exit_code == 0
-
-
-def test_db_upgrade_to_an_unknown_revision_is_bad_input(fresh_db: Any) -> None:
-    one_line_error(run(fresh_db(), "db", "upgrade", "9999"), 2, "9999")
-
-
-@pytest.mark.parametrize("db", ["{tmp}/never/vibecc.db", PG_UNREACHABLE])
-def test_db_sql_renders_offline_without_touching_the_database(tmp_path: Path, db: str) -> None:
-    location = db.format(tmp=tmp_path)
-    result = ok(location, "db", "sql", "0001")
-    assert "CREATE TABLE projects" in result.stdout
-    assert "s3cret" not in result.stdout
-    assert not (tmp_path / "never").exists()
-
-
-def test_db_sql_renders_the_full_upgrade_for_postgresql() -> None:
-    result = run(PG_UNREACHABLE, "db", "sql")
-    assert result.exit_code == 0, result.stderr
-    assert "CREATE TABLE history_stats" in result.stdout
-
-
 # -- projects ----------------------------------------------------------------------------------
 
 
-def test_projects_add_list_show_update_delete(store_url: str) -> None:
+def test_projects_add_list_show_update_delete(store_url: str, terminal: None) -> None:
     added = as_json(store_url, "projects", "add", "acme/web", "--name", "Web", "--github-project-id", "7")
     assert added["repo"] == "acme/web"
     assert added["github_project_id"] == 7
@@ -314,7 +275,9 @@ def test_projects_add_list_show_update_delete(store_url: str) -> None:
     assert cleared["github_project_id"] is None
     assert cleared["name"] == "Website"
 
-    one_line_error(run(store_url, "projects", "delete", "acme/web", input="n\n"), 1, "aborted", prompted=True)
+    one_line_error(
+        run(store_url, "projects", "delete", "acme/web", input="n\n"), 1, "not confirmed", prompted=True
+    )
     assert len(as_json(store_url, "projects", "list")) == 2
     assert "deleted project acme/web" in ok(store_url, "projects", "delete", "acme/web", input="y\n").stdout
     ok(store_url, "projects", "delete", "acme/api", "--yes")

@@ -10,13 +10,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from click.testing import CliRunner
 
-from vibecc.state_store import StateStore, cli_common
-from vibecc.state_store.cli_common import DATE
+from vibecc.state_store import StateStore, cli_args, cli_common
+from vibecc.state_store.cli import cli
+from vibecc.state_store.cli_args import DATE
 
 if TYPE_CHECKING:
+    from tests.helpers import snapshot
     from tests.test_cli import T0, Done, add_history, as_json, ok, one_line_error, run
 else:
+    from helpers import snapshot
     from test_cli import T0, Done, add_history, as_json, ok, one_line_error, run
 
 # Four tickets of acme/web and one of acme/api, one day apart.
@@ -129,7 +133,7 @@ def test_keep_days_is_bounded(store_url: str, days: str, code: int) -> None:
 
 def test_days_ago_out_of_the_range_of_dates_is_bad_input() -> None:
     with pytest.raises(cli_common.BadInput, match="out of the range of dates"):
-        cli_common.days_ago(10**9)
+        cli_args.days_ago(10**9)
 
 
 # -- export / import ---------------------------------------------------------------------------
@@ -233,13 +237,13 @@ def test_prune_deletes_exactly_the_old_rows_across_batch_boundaries(store_url: s
     assert "would delete 8 history record(s)" in dry.stdout
     assert len(_history_of(store_url)) == 10
 
-    pruned = ok(store_url, "prune", "--before", cutoff, "--batch-size", str(batch_size))
+    pruned = ok(store_url, "prune", "--before", cutoff, "--batch-size", str(batch_size), "--yes")
     assert f"deleted 8 history record(s) completed before {cutoff}" in pruned.stdout
     assert pruned.stderr == ""
     assert [r.ticket_id for r in _history_of(store_url)] == ["8", "9"]
     stats = as_json(store_url, "history", "stats")
     assert (stats["total_completed"], stats["avg_duration_seconds"]) == (2, 60.0)
-    again = as_json(store_url, "prune", "--before", cutoff)
+    again = as_json(store_url, "prune", "--before", cutoff, "--yes")
     assert again["deleted"] == 0
     assert again["dry_run"] is False
 
@@ -256,7 +260,7 @@ def test_prune_keep_days_and_project(store_url: str) -> None:
     result = as_json(store_url, "prune", "--keep-days", "10", "--project", "acme/web", "--dry-run")
     assert (result["deleted"], result["dry_run"], result["project_id"]) == (2, True, web)
     assert len(_history_of(store_url)) == 5
-    assert "deleted 2" in ok(store_url, "prune", "--keep-days", "10", "--project", "acme/web").stdout
+    assert "deleted 2" in ok(store_url, "prune", "--keep-days", "10", "--project", "acme/web", "--yes").stdout
     assert sorted(r.ticket_id for r in _history_of(store_url)) == ["2", "3", "9"]
     assert len(as_json(store_url, "pipelines", "list")) == 1
 
@@ -281,9 +285,57 @@ def test_import_skips_blank_lines_and_names_a_line_that_is_not_utf8(
     dump = tmp_path / "history.jsonl"
     dump.write_bytes(first + b"\n\n   \n" + second + b"\n\xff\xfe\n")
     target = fresh_db()
-    one_line_error(
-        run(target, "import", str(dump)), 2, "line 5: not UTF-8 text", "0 record(s) in earlier batches"
-    )
+    one_line_error(run(target, "import", str(dump)), 2, "line 5: not UTF-8 text", "nothing was imported")
     assert _history_of(target) == []  # the whole (only) batch is lost
     dump.write_bytes(first + b"\n\n   \n" + second + b"\n")
     assert as_json(target, "import", str(dump)) == {"inserted": 2, "skipped": 0}
+
+
+# -- prune asks first ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def old_history(store_url: str) -> str:
+    with StateStore(store_url) as store:
+        add_history(store, "acme/web", [Done(n, n, 60) for n in range(5)])
+    return store_url
+
+
+def test_prune_without_yes_off_a_terminal_is_refused_and_deletes_nothing(old_history: str) -> None:
+    before = snapshot(old_history)
+    for args in (("--keep-days", "0"), ("--before", "2025-03-06", "--json")):
+        result = run(old_history, "prune", *args)
+        one_line_error(result, 2, "would delete", "give --yes", "stdin is not a terminal")
+        assert result.stdout == ""
+    assert snapshot(old_history) == before
+    # Even with nothing old enough yet, so that a scheduled prune fails on its first run.
+    one_line_error(run(old_history, "prune", "--before", "2000-01-01"), 2, "would delete 0 history")
+    assert "would delete 5" in ok(old_history, "prune", "--keep-days", "0", "--dry-run").stdout
+
+
+def test_prune_asks_showing_the_count_and_the_cutoff(
+    old_history: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cli_common, "stdin_is_terminal", lambda: True)
+    before = snapshot(old_history)
+    declined = run(old_history, "prune", "--before", "2025-03-06", "--project", "acme/web", input="n\n")
+    question = declined.stderr.splitlines()[0]
+    assert question == (
+        "Delete 2 history record(s) of acme/web completed before 2025-03-06T00:00:00+00:00? [y/N]: n"
+    )
+    one_line_error(declined, 1, "not confirmed; did not delete 2 history record(s)", prompted=True)
+    assert snapshot(old_history) == before
+    accepted = run(old_history, "prune", "--before", "2025-03-06", input="y\n")
+    assert accepted.exit_code == 0, accepted.stderr
+    assert "deleted 2 history record(s)" in accepted.stdout
+    assert [r.ticket_id for r in _history_of(old_history)] == ["2", "3", "4"]
+    nothing = run(old_history, "prune", "--before", "2000-01-01")  # nothing to ask about
+    assert nothing.exit_code == 0
+    assert nothing.stderr == ""
+
+
+def test_history_stats_help_makes_no_claim_of_a_constant_cost() -> None:
+    shown = CliRunner().invoke(cli, ["history", "stats", "--help"]).stdout
+    assert "same cost" not in shown
+    assert "any history size" not in shown
+    assert "p50 and p95 read the durations" in " ".join(shown.split())

@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+import os
+import stat
+import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from vibecc.state_store import PipelineState, StateStore
+import pytest
+
+from vibecc.state_store import CopyVerificationError, PipelineState, StateStore, cli_ops
 from vibecc.state_store.demo import REPO, SAMPLE
 
 if TYPE_CHECKING:
     from tests.conftest import PostgresServer
-    from tests.test_cli import Done, add_history, as_json, ok, one_line_error, run
+    from tests.helpers import snapshot
+    from tests.test_cli import Done, add_history, as_json, history, ok, one_line_error, run
 else:
     from conftest import PostgresServer
-    from test_cli import Done, add_history, as_json, ok, one_line_error, run
+    from helpers import snapshot
+    from test_cli import Done, add_history, as_json, history, ok, one_line_error, run
 
 
 def _filled(location: str) -> None:
@@ -156,3 +163,75 @@ def test_demo_counts_only_the_walked_tickets(store_url: str) -> None:
     assert (stats["total_completed"], stats["total_merged"], stats["total_failed"]) == (3, 2, 1)
     assert stats["avg_retries_ci"] == 1 / 3
     assert as_json(store_url, "pipelines", "list") == []
+
+
+# -- demo only writes into a store of its own ----------------------------------------------------
+
+
+@pytest.mark.parametrize("other", ["live", "deleted"])
+def test_demo_refuses_a_store_holding_other_projects(store_url: str, other: str) -> None:
+    with StateStore(store_url) as store:
+        project = store.create_project("Web", "acme/web")
+        if other == "deleted":
+            store.import_history(history(project.id, [Done(1, 0, 60)]))
+            store.delete_project(project.id)
+    before = snapshot(store_url)
+    result = run(store_url, "demo")
+    one_line_error(result, 2, "holds other projects", "acme/web", "--yes")
+    assert snapshot(store_url) == before
+    assert "[sample]" not in ok(store_url, "export").stdout
+
+
+def test_demo_refuses_history_of_unknown_projects(store_url: str) -> None:
+    with StateStore(store_url) as store:
+        store.import_history(history(str(uuid.uuid4()), [Done(1, 0, 60)]))
+    before = snapshot(store_url)
+    one_line_error(run(store_url, "demo"), 2, "history of other projects")
+    assert snapshot(store_url) == before
+
+
+def test_demo_with_yes_writes_beside_other_projects(store_url: str) -> None:
+    with StateStore(store_url) as store:
+        store.create_project("Web", "acme/web")
+    ok(store_url, "demo", "--tickets", "1", "--yes")
+    assert {p["repo"] for p in as_json(store_url, "projects", "list")} == {"acme/web", REPO}
+
+
+def test_demo_runs_again_on_its_own_store_and_creates_a_new_file(tmp_path: Path) -> None:
+    db = str(tmp_path / "demo" / "vibecc.db")
+    ok(db, "demo", "--tickets", "1")
+    ok(db, "demo", "--tickets", "1")
+    assert as_json(db, "history", "stats")["total_completed"] == 2
+
+
+def test_copy_creates_a_new_sqlite_target_in_owner_only_folders(store_url: str, tmp_path: Path) -> None:
+    _filled(store_url)
+    target = tmp_path / "copies" / "today" / "vibecc.db"
+    old = os.umask(0)
+    try:
+        ok(store_url, "copy", "--to", str(target))
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+    for folder in (tmp_path / "copies", tmp_path / "copies" / "today"):
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700, folder
+
+
+def test_a_failed_copy_leaves_no_new_target_behind(store_url: str, tmp_path: Path) -> None:
+    _filled(store_url)
+    target = tmp_path / "copies" / "vibecc.db"
+    ok(store_url, "copy", "--to", str(target))
+    one_line_error(run(store_url, "copy", "--to", str(target)), 2, "is not empty")
+    assert target.exists()  # it existed before: kept
+    one_line_error(run(str(target), "copy", "--to", store_url), 2, "is not empty")
+    fresh = tmp_path / "fresh" / "vibecc.db"
+    with StateStore(store_url) as store:
+        store.create_pipeline(store.list_projects()[0].id, 51, "Second", "ticket-51")
+
+    def broken(*args: Any, **kwargs: Any) -> None:
+        raise CopyVerificationError("copy differs from the source in pipelines; nothing written")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(cli_ops, "copy_store", broken)
+        one_line_error(run(store_url, "copy", "--to", str(fresh)), 1, "differs from the source")
+    assert not (tmp_path / "fresh").exists()

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import re
+import stat
 from collections import Counter
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from html.parser import HTMLParser
 from pathlib import Path
@@ -17,9 +21,9 @@ from vibecc.state_store.report import MAX_DAILY_BARS, Bar, ReportData, collect
 from vibecc.state_store.report_html import render
 
 if TYPE_CHECKING:
-    from tests.test_cli import Done, add_history, as_json, ok
+    from tests.test_cli import Done, add_history, as_json, ok, one_line_error, run
 else:
-    from test_cli import Done, add_history, as_json, ok
+    from test_cli import Done, add_history, as_json, ok, one_line_error, run
 
 VOID = {"meta", "br", "img", "input", "link", "hr", "col", "area", "base", "wbr", "source"}
 EVIL = "<script>alert('x')</script> & \"quotes\""
@@ -216,3 +220,67 @@ def test_render_is_a_pure_function_of_the_data() -> None:
     assert "1h 02m" in " ".join(page.text)
     assert "100.0%" in " ".join(page.text)
     assert page.tooltips == ["2025-01-01: 1 merged, 0 failed"]
+
+
+# -- where the report goes ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def open_umask() -> Iterator[None]:
+    """Umask 0, as some service managers start processes: nothing may come out world-writable."""
+    old = os.umask(0)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+def test_report_file_and_missing_folders_are_owner_only(
+    filled: str, tmp_path: Path, open_umask: None
+) -> None:
+    path = tmp_path / "new" / "deeper" / "report.html"
+    ok(filled, "report", "--html", str(path))
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    for folder in (tmp_path / "new", tmp_path / "new" / "deeper"):
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    path.chmod(0o644)  # an older report, readable by all: replaced by a private one
+    ok(filled, "report", "--html", str(path))
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert sorted(p.name for p in path.parent.iterdir()) == ["report.html"]  # no temporary left
+
+
+def test_report_to_stdout_with_a_dash(filled: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    shown = ok(filled, "report", "--html", "-")
+    page = parse(shown.stdout)
+    assert page.kpis["total_completed"] == 5
+    assert list(cwd.iterdir()) == []  # no file named "-"
+
+
+@pytest.mark.parametrize("problem", ["parent-is-a-file", "permission-denied"])
+def test_a_report_that_cannot_be_written_is_one_line_naming_the_path(
+    filled: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, problem: str
+) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    if problem == "parent-is-a-file":
+        (out / "file.txt").write_text("not a folder")
+        path = out / "file.txt" / "report.html"
+        reason = "Not a directory"
+    else:
+        path = out / "report.html"
+        reason = "Permission denied"
+        real_open = os.open
+
+        def denied(name: Any, *args: Any, **kwargs: Any) -> int:
+            if str(name).endswith(".tmp"):
+                raise PermissionError(errno.EACCES, "Permission denied", str(name))
+            return real_open(name, *args, **kwargs)
+
+        monkeypatch.setattr(os, "open", denied)
+    result = run(filled, "report", "--html", str(path))
+    line = one_line_error(result, 1, f"cannot write the report {path}: {reason}")
+    assert "unexpected" not in line
+    assert list(out.iterdir()) == ([out / "file.txt"] if problem == "parent-is-a-file" else [])

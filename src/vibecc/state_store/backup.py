@@ -17,7 +17,7 @@ from pathlib import Path
 
 from sqlalchemy.engine import URL
 
-from .engine import to_url
+from .engine import private_folders, to_url
 from .errors import AlreadyExistsError, StorageError, ValidationError
 from .store import StateStore
 
@@ -61,7 +61,7 @@ def backup_sqlite(
 
     Args:
         source: a StateStore on SQLite, a database file path or a sqlite URL.
-        dest: the backup file to write (parent folders are created).
+        dest: the backup file to write (missing folders are created, owner-only).
         force: replace `dest` if it exists.
         pages_per_step: pages copied between progress calls (all steps read one snapshot).
 
@@ -82,7 +82,7 @@ def backup_sqlite(
     if target.exists() and not force:
         raise BackupExistsError(f"backup destination {target} exists already")
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
+        private_folders(target.parent)
         temporary = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
         os.close(os.open(temporary, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
     except OSError as exc:

@@ -4,20 +4,22 @@ parts) that prints or exits.
 Exit codes: 0 success; 1 operational error (the database is unreachable, locked, on the wrong
 schema revision, a project still has active pipelines, ...); 2 bad usage or bad input (unknown
 option, invalid value, a record or destination that exists already, a copy target that is not
-empty); 3 not found. Errors are one line on stderr; --debug adds the traceback.
+empty); 3 not found; 130 interrupted (Ctrl-C). Errors are one line on stderr, with every
+control character escaped; --debug adds the traceback.
+
+Click's standalone mode reports the errors: every failure is turned into a CommandFailed (a
+ClickException carrying the exit code) on its way out of the root group.
 """
 
 from __future__ import annotations
 
-import os
-import sys
 import traceback
-from collections.abc import Sequence
-from typing import Any, NoReturn
+from typing import Any
 
 import click
+from click.core import ParameterSource
 
-from .cli_common import DEFAULT_DB, CommandFailed, Env, failure
+from .cli_common import DEFAULT_DB, PROG, CommandFailed, Env, Group, failure, interrupted
 from .errors import (
     AlreadyExistsError,
     NotFoundError,
@@ -25,8 +27,7 @@ from .errors import (
     TargetNotEmptyError,
     ValidationError,
 )
-
-PROG = "vibecc-state"
+from .formatting import plain
 
 
 def exit_code(exc: StateStoreError) -> int:
@@ -38,60 +39,64 @@ def exit_code(exc: StateStoreError) -> int:
     return 1
 
 
-class Tool(click.Group):
-    """The root group: turns errors into one line on stderr and an exit code."""
+class Tool(Group):
+    """The root group: turns every error into one line on stderr and an exit code."""
+
+    def make_context(
+        self, info_name: str | None, args: list[str], parent: click.Context | None = None, **extra: Any
+    ) -> click.Context:
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except click.UsageError as exc:
+            raise self._usage(exc) from exc
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except (click.ClickException, click.exceptions.Exit, click.Abort, BrokenPipeError):
+        except (click.exceptions.Exit, click.Abort):
             raise
+        except click.UsageError as exc:
+            raise self._failed(ctx, exc, self._usage(exc).message, exc.exit_code) from exc
+        except click.ClickException as exc:
+            message = exc.message if isinstance(exc, CommandFailed) else exc.format_message()
+            raise self._failed(ctx, exc, message, exc.exit_code) from exc
+        except KeyboardInterrupt as exc:
+            raise self._failed(ctx, exc, "interrupted", 130) from None
         except StateStoreError as exc:
+            if interrupted(exc):
+                raise self._failed(ctx, exc, "interrupted", 130) from None
             raise self._failed(ctx, exc, str(exc), exit_code(exc)) from exc
+        except OSError as exc:
+            if isinstance(exc, BrokenPipeError):
+                raise  # the reader went away (`export | head`): click's standalone mode stops quietly
+            raise self._failed(ctx, exc, _unexpected(exc), 1) from exc
         except Exception as exc:  # a bug: still one line, the traceback with --debug
-            message = f"unexpected {type(exc).__name__}: {exc} (run with --debug for the traceback)"
-            raise self._failed(ctx, exc, message, 1) from exc
+            raise self._failed(ctx, exc, _unexpected(exc), 1) from exc
 
     @staticmethod
-    def _failed(ctx: click.Context, exc: Exception, message: str, code: int) -> CommandFailed:
+    def _usage(exc: click.UsageError) -> CommandFailed:
+        hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
+        return failure(f"{exc.format_message()}{hint}", exc.exit_code)
+
+    @staticmethod
+    def _failed(ctx: click.Context, exc: BaseException, message: str, code: int) -> CommandFailed:
         env = ctx.find_object(Env)
+        secrets = [] if env is None else [s for s in (env.password, *env.secrets) if s]
+
+        def scrub(text: str) -> str:
+            for secret in secrets:
+                if len(secret) >= 3:  # shorter ones would garble the message more than they hide
+                    text = text.replace(secret, "***")
+            return text
+
         if env is not None and env.debug:
-            traceback.print_exception(exc, file=sys.stderr)
-        secret = env.password if env is not None else None
-        if secret and len(secret) >= 3:  # shorter ones would garble the message more than hide
-            message = message.replace(secret, "***")
-        return failure(message.splitlines()[0] if message else type(exc).__name__, code)
-
-    def main(
-        self,
-        args: Sequence[str] | None = None,
-        prog_name: str | None = None,
-        complete_var: str | None = None,
-        standalone_mode: bool = True,
-        **extra: Any,
-    ) -> Any:
-        if not standalone_mode:
-            return super().main(args, prog_name, complete_var, False, **extra)
-        try:
-            result = super().main(args, prog_name or PROG, complete_var, False, **extra)
-        except click.UsageError as exc:
-            hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
-            _fail(f"{exc.format_message()}{hint}", exc.exit_code)
-        except click.ClickException as exc:
-            _fail(exc.format_message(), exc.exit_code)
-        except click.Abort:
-            _fail("aborted", 1)
-        except BrokenPipeError:
-            # The reader went away (`export | head`): stop quietly, and keep Python from
-            # complaining when it flushes stdout at exit.
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-            sys.exit(1)
-        sys.exit(result if isinstance(result, int) else 0)
+            click.echo(plain(scrub("".join(traceback.format_exception(exc)))), err=True, nl=False)
+        lines = scrub(message).strip().splitlines()
+        return failure(lines[0] if lines else type(exc).__name__, code)
 
 
-def _fail(message: str, code: int) -> NoReturn:
-    click.echo(f"Error: {message}", err=True)
-    sys.exit(code)
+def _unexpected(exc: BaseException) -> str:
+    return f"unexpected {type(exc).__name__}: {exc} (run with --debug for the traceback)"
 
 
 @click.group(
@@ -104,7 +109,7 @@ def _fail(message: str, code: int) -> NoReturn:
     show_envvar=True,
     default=DEFAULT_DB,
     show_default=f"./{DEFAULT_DB}",
-    help="SQLite file or database URL (sqlite:///..., postgresql://user@host/db).",
+    help="SQLite file or database URL (sqlite:///..., postgresql://user@host/db, postgres://...).",
 )
 @click.option("--debug", is_flag=True, help="Show the traceback of an error.")
 @click.version_option(package_name="vibecc-state-store", prog_name=PROG)
@@ -112,19 +117,30 @@ def _fail(message: str, code: int) -> NoReturn:
 def cli(ctx: click.Context, db: str, debug: bool) -> None:
     """Inspect and operate a VibeCC state store: projects, active pipelines, history.
 
+    Only `db upgrade` creates or upgrades a database (and `demo` a new file, `import` and
+    `copy --to` one named explicitly). Dates are YYYY-MM-DD or ISO-8601 timestamps, in UTC
+    unless they carry an offset; --until and --before are exclusive.
+
     \b
     Exit codes: 0 ok, 1 operational error, 2 bad usage or input (also: the record,
-    backup file or copy target exists already), 3 not found.
+    backup file or copy target exists already), 3 not found, 130 interrupted.
+
+    \b
+    Example:
+      vibecc-state --db /srv/vibecc/vibecc.db pipelines list --project acme/web
     """
-    env = Env(db, debug)
+    explicit = ctx.get_parameter_source("db") is ParameterSource.COMMANDLINE
+    env = Env(db, debug, explicit=explicit)
     ctx.obj = env
     ctx.call_on_close(env.close)
 
 
 def _register() -> None:
     from .cli_db import db
-    from .cli_history import export, history, import_, prune
-    from .cli_ops import backup, copy, demo, report
+    from .cli_demo import demo
+    from .cli_exchange import export, import_
+    from .cli_history import history, prune
+    from .cli_ops import backup, copy, report
     from .cli_projects import pipelines, projects
 
     for command in (db, projects, pipelines, history, prune, export, import_, backup, copy, report, demo):

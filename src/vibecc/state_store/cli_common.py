@@ -1,40 +1,45 @@
-"""What every command of the command-line tool shares: the selected database, output in
-tables or JSON, date arguments, progress bars and the error type that carries an exit code."""
+"""What every command of the command-line tool shares: the selected database (opened without
+ever creating or migrating it unless the command may), command groups, the errors that carry
+an exit code, confirmation, and output that never lets stored text drive the terminal."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+import re
+import shlex
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import click
 from rich.console import Console
-from sqlalchemy import Engine
+from sqlalchemy import Engine, inspect
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 
+from . import migrate
 from .engine import EngineOptions, describe, dialect_for, mask, to_url
-from .errors import StorageError, ValidationError
-from .records import PipelineState, Project
+from .errors import SchemaVersionError, StorageError, ValidationError
+from .formatting import one_line, plain
 from .store import StateStore
 
 DEFAULT_DB = "vibecc.db"
+PROG = "vibecc-state"
 
-
-class Advance(Protocol):
-    """Move a progress bar on by `n` (and set its total once that is known)."""
-
-    def __call__(self, n: int, total: int | None = None) -> None: ...
+# -- errors ----------------------------------------------------------------------------------
 
 
 class CommandFailed(click.ClickException):
-    """A failure the tool reports in one line on stderr; exit code 1."""
+    """A failure reported in one line on stderr, every control character escaped; exit code 1."""
+
+    def format_message(self) -> str:
+        return one_line(self.message)
 
 
 class BadInput(CommandFailed):
@@ -49,36 +54,79 @@ class NotFound(CommandFailed):
     exit_code = 3
 
 
+class Interrupted(CommandFailed):
+    """Ctrl-C; exit code 130 like a shell's, the message says what was already committed."""
+
+    exit_code = 130
+
+
 def failure(message: str, exit_code: int) -> CommandFailed:
-    """The CommandFailed of that exit code (1, 2 or 3)."""
-    return {2: BadInput, 3: NotFound}.get(exit_code, CommandFailed)(message)
+    """The CommandFailed of that exit code (1, 2, 3 or 130)."""
+    return {2: BadInput, 3: NotFound, 130: Interrupted}.get(exit_code, CommandFailed)(message)
+
+
+def interrupted(exc: BaseException) -> bool:
+    """True when Ctrl-C caused `exc`: a KeyboardInterrupt, or an error raised while one was
+    being handled (a driver error of the rollback that followed it, say)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, KeyboardInterrupt):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
+
+
+# -- command groups --------------------------------------------------------------------------
+
+
+class Group(click.Group):
+    """A command group that, run without a subcommand, prints its help on stdout and exits 0."""
+
+    def __init__(self, name: str | None = None, commands: Any = None, **attrs: Any) -> None:
+        attrs["invoke_without_command"] = True
+        super().__init__(name, commands, **attrs)
+        self.callback = _help_without_subcommand(self.callback)
+
+
+def _help_without_subcommand(callback: Callable[..., Any] | None) -> Callable[..., Any]:
+    def run(*args: Any, **kwargs: Any) -> Any:
+        ctx = click.get_current_context()
+        if ctx.invoked_subcommand is None:
+            click.echo(ctx.get_help(), color=ctx.color)
+            ctx.exit(0)
+        return None if callback is None else callback(*args, **kwargs)
+
+    return run if callback is None else functools.wraps(callback)(run)
+
+
+# -- the database ----------------------------------------------------------------------------
+
+_POSTGRES_SCHEME = re.compile(r"^postgres(?=[+:])", re.IGNORECASE)
 
 
 @dataclass
 class Env:
-    """The database the command works on, opened on first use and closed at exit."""
+    """The database the command works on, opened on first use and closed at exit.
+
+    `explicit` is True when --db was given on the command line (not taken from the
+    environment or the default): only then may `import` create a new store.
+    """
 
     db: str
     debug: bool = False
+    explicit: bool = False
+    secrets: list[str] = field(default_factory=list, repr=False)
+    """Passwords of other databases the command named (copy --to), kept out of messages."""
     _store: StateStore | None = field(default=None, repr=False)
     _engine: Engine | None = field(default=None, repr=False)
+    _created: list[Path] = field(default_factory=list, repr=False)
 
     @property
     def url(self) -> URL:
-        """--db as a URL.
-
-        Raises:
-            ValidationError: the library refuses it (an unsupported database, say).
-            BadInput: it cannot be parsed (a port that is not a number, say), for which
-                make_url raises ArgumentError or a plain ValueError.
-        """
-        try:
-            return to_url(self.db)
-        except ValidationError:
-            raise
-        except (ArgumentError, ValueError):
-            # Not the URL itself: make_url's message may quote it, password and all.
-            raise BadInput("--db is not a valid database URL (is the port a number?)") from None
+        """--db as a URL. Raises BadInput when it is not a path or URL the store accepts."""
+        return database_url(self.db, "--db")
 
     @property
     def where(self) -> str:
@@ -96,37 +144,46 @@ class Env:
 
         Never raises: it is looked up while another error is being reported.
         """
-        if "://" not in self.db:
-            return None
-        try:
-            secret = make_url(self.db).password
-        except (ArgumentError, ValueError):  # unparseable: nothing was taken as a password
-            return None
-        return str(secret) if secret else None
+        return password_of(self.db)
+
+    def command(self, rest: str) -> str:
+        """`vibecc-state [--db DB] REST` to suggest in a message (--db when it was given)."""
+        return f"{PROG} --db {shlex.quote(self.shown)} {rest}" if self.explicit else f"{PROG} {rest}"
 
     def store(self, *, create: bool = False) -> StateStore:
-        """The store; only commands that write (create=True) create or upgrade a database."""
+        """The store at the current schema. A database is never migrated, and created only with
+        create=True when it does not exist yet (or has no tables at all).
+
+        Raises:
+            StorageError: there is no database (and create is False).
+            SchemaVersionError: the schema is not the current one; says which command upgrades it.
+        """
         if self._store is None:
-            self._require_existing(create)
-            self._store = StateStore(self.url, auto_migrate=create)
+            self._store, created = open_store(self.url, self.command("db upgrade"), create=create)
+            self._created.extend(created)
         return self._store
+
+    @property
+    def created(self) -> bool:
+        """True when this command created the database file."""
+        return bool(self._created)
 
     def engine(self, *, create: bool = False) -> Engine:
         """A plain engine that never migrates on its own, for the `db` commands."""
         if self._engine is None:
-            self._require_existing(create)
-            self._engine = dialect_for(self.url, EngineOptions()).create_engine()
+            url = self.url
+            if not create:
+                require_file(url, self.command("db upgrade"))
+            self._engine = dialect_for(url, EngineOptions()).create_engine()
         return self._engine
 
-    def _require_existing(self, create: bool) -> None:
-        url = self.url
-        if create or url.get_backend_name() != "sqlite" or not url.database:
-            return
-        if not Path(url.database).is_file():
-            raise StorageError(
-                f"no SQLite database at {url.database} (select one with --db or VIBECC_DATABASE_URL; "
-                "`vibecc-state db upgrade` creates a new one)"
-            )
+    def discard_new_database(self) -> None:
+        """Remove the SQLite file this command created, if it holds no rows, with the folders
+        made for it: a failed import or copy leaves nothing behind."""
+        if self._store is not None and self._created:
+            discard_if_empty(self._store, self._created)
+            self._store = None
+            self._created.clear()
 
     def close(self) -> None:
         if self._store is not None:
@@ -135,8 +192,105 @@ class Env:
             self._engine.dispose()
 
 
+def database_url(location: str, option: str) -> URL:
+    """A --db or --to value as the library's URL; BadInput (naming the option) when it is not one.
+
+    postgres:// (the spelling many hosting services hand out) is taken as postgresql://.
+    """
+    if not location.strip():
+        raise BadInput(f"{option} must be a non-empty path or database URL")
+    try:
+        return to_url(_POSTGRES_SCHEME.sub("postgresql", location))
+    except ValidationError as exc:
+        raise BadInput(str(exc).replace("db_path", option)) from None
+    except (ArgumentError, ValueError):
+        # Not the URL itself: make_url's message may quote it, password and all.
+        raise BadInput(f"{option} is not a valid database URL (is the port a number?)") from None
+
+
+def password_of(location: str) -> str | None:
+    """The password in a database URL, or None. Never raises."""
+    if "://" not in location:
+        return None
+    try:
+        secret = make_url(_POSTGRES_SCHEME.sub("postgresql", location)).password
+    except (ArgumentError, ValueError):  # unparseable: nothing was taken as a password
+        return None
+    return str(secret) if secret else None
+
+
+def _sqlite_file(url: URL) -> Path | None:
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        return None
+    return Path(str(url.database))
+
+
+def require_file(url: URL, upgrade: str) -> None:
+    """Raise StorageError when `url` names a SQLite file that does not exist."""
+    path = _sqlite_file(url)
+    if path is not None and not path.is_file():
+        raise StorageError(
+            f"no SQLite database at {path} (select one with --db or VIBECC_DATABASE_URL; "
+            f"`{upgrade}` creates a new one)"
+        )
+
+
+def open_store(url: URL, upgrade: str, *, create: bool) -> tuple[StateStore, list[Path]]:
+    """Open a store without migrating it; with `create`, make a new one where there is none.
+
+    Returns the store and what this call created: the SQLite file and the folders made for it.
+    """
+    path = _sqlite_file(url)
+    if path is not None and not path.exists() and create:
+        made = [path, *(f for f in path.parents if not f.exists())]
+        return StateStore(url), made
+    require_file(url, upgrade)
+    try:
+        return StateStore(url, auto_migrate=False), []
+    except SchemaVersionError as exc:
+        if create and _has_no_tables(url):
+            return StateStore(url), []
+        raise SchemaVersionError(str(exc).replace(migrate.UPGRADE_HINT, f"run `{upgrade}`")) from exc
+
+
+def _has_no_tables(url: URL) -> bool:
+    engine = dialect_for(url, EngineOptions()).create_engine()
+    try:
+        with engine.connect() as conn:
+            return not inspect(conn).get_table_names()
+    except SQLAlchemyError:
+        return False
+    finally:
+        engine.dispose()
+
+
+def discard_if_empty(store: StateStore, created: list[Path]) -> None:
+    """Close `store` and, when it holds no rows, remove the files and folders in `created`."""
+    try:
+        empty = not (
+            store.list_projects()
+            or store.list_pipelines()
+            or store.count_history()
+            or store.list_deleted_projects()
+        )
+    except StorageError:
+        empty = False
+    store.close()
+    if not empty:
+        return
+    path, *folders = created
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    for folder in folders:  # deepest first
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+
+
 pass_env = click.make_pass_decorator(Env)
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+yes_option = click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 
 
 @contextmanager
@@ -165,43 +319,42 @@ def console() -> Console:
     return Console(file=sys.stdout, highlight=False, width=None if chosen else PIPE_WIDTH)
 
 
+def stdin_is_terminal() -> bool:
+    return sys.stdin.isatty()
+
+
+def stdout_is_terminal() -> bool:
+    return sys.stdout.isatty()
+
+
 def stderr_is_terminal() -> bool:
     return sys.stderr.isatty()
 
 
+def say(message: str, *, err: bool = False) -> None:
+    """One line for the operator, every control character of stored or given text escaped."""
+    click.echo(one_line(message), err=err)
+
+
+def say_lines(text: str) -> None:
+    """Lines for the operator (each kept on its own line), control characters escaped."""
+    click.echo(plain(text), nl=False)
+
+
+# JSON escapes C0 controls itself; these pass through it as they are.
+_JSON_ESCAPES = {
+    code: f"\\u{code:04x}"
+    for code in (0x7F, *range(0x80, 0xA0), 0x2028, 0x2029, *range(0x202A, 0x202F), *range(0x2066, 0x206A))
+}
+
+
+def json_text(data: Any, **options: Any) -> str:
+    """JSON with every control character escaped, so stored text cannot drive a terminal."""
+    return json.dumps(data, ensure_ascii=False, **options).translate(_JSON_ESCAPES)
+
+
 def emit_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, ensure_ascii=False))
-
-
-@contextmanager
-def progress(description: str, total: int | None) -> Iterator[Advance]:
-    """A progress bar on stderr when stderr is a terminal; silent otherwise."""
-    if not stderr_is_terminal():
-        yield _ignore
-        return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    bar = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=Console(stderr=True, force_terminal=True),
-        redirect_stdout=False,
-        redirect_stderr=False,
-        transient=True,
-    )
-    with bar:
-        task = bar.add_task(description, total=total)
-
-        def advance(n: int, total: int | None = None) -> None:
-            bar.update(task, advance=n, total=total)
-
-        yield advance
-
-
-def _ignore(n: int, total: int | None = None) -> None:
-    return None
+    click.echo(json_text(data, indent=2))
 
 
 def iso(moment: datetime | None) -> str | None:
@@ -209,58 +362,21 @@ def iso(moment: datetime | None) -> str | None:
     return None if moment is None else moment.astimezone(UTC).isoformat()
 
 
-# -- arguments -------------------------------------------------------------------------------
+def confirm(action: str, *, yes: bool) -> None:
+    """Ask whether to do `action` ("delete 3 history records ...") on stderr, unless `yes`.
 
-
-class UTCDateTime(click.ParamType[datetime, Any]):
-    """YYYY-MM-DD (midnight UTC) or a full ISO-8601 timestamp; naive means UTC."""
-
-    name = "DATE"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> datetime:
-        if isinstance(value, datetime):
-            return value if value.tzinfo else value.replace(tzinfo=UTC)
-        try:
-            if len(value) == 10:
-                day = date.fromisoformat(value)
-                return datetime(day.year, day.month, day.day, tzinfo=UTC)
-            moment = datetime.fromisoformat(value)
-        except (TypeError, ValueError):
-            self.fail(f"{value!r} is not a date (YYYY-MM-DD) or an ISO-8601 timestamp", param, ctx)
-        try:
-            return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-        except OverflowError:  # 0001-01-01T00:00+05:00 is before the first moment in UTC
-            self.fail(f"{value!r} is out of the range of dates", param, ctx)
-
-
-DATE = UTCDateTime()
-STATE = click.Choice([s.value for s in PipelineState], case_sensitive=False)
-since_option = click.option("--since", type=DATE, help="Only what completed at or after DATE.")
-until_option = click.option("--until", type=DATE, help="Only what completed before DATE.")
-project_option = click.option("--project", "project_ref", metavar="REPO|ID", help="Only this project.")
-
-
-MAX_DAYS = 36_500
-"""The longest span in days an option takes (about a century)."""
-
-
-def days_ago(days: int) -> datetime:
-    """Now minus `days` days. Raises BadInput when that is before the first representable date."""
+    Raises:
+        BadInput: stdin is not a terminal and `yes` is False: nothing can be asked.
+        CommandFailed: the answer was no.
+        Interrupted: Ctrl-C at the question.
+    """
+    if yes:
+        return
+    if not stdin_is_terminal():
+        raise BadInput(f"would {action}: give --yes to do it (stdin is not a terminal, so it cannot ask)")
     try:
-        return datetime.now(UTC) - timedelta(days=days)
-    except OverflowError:
-        raise BadInput(f"{days} days ago is out of the range of dates") from None
-
-
-def find_project(store: StateStore, ref: str) -> Project:
-    """A project by repo ("owner/name") or by id. Raises ProjectNotFoundError."""
-    return store.get_project_by_repo(ref) if "/" in ref else store.get_project(ref)
-
-
-def project_id(store: StateStore, ref: str | None) -> str | None:
-    return None if ref is None else find_project(store, ref).id
-
-
-def repos(store: StateStore) -> dict[str, str]:
-    """project id -> repo, for showing history and pipelines by repo."""
-    return {p.id: p.repo for p in store.list_projects()}
+        click.confirm(one_line(f"{action[:1].upper()}{action[1:]}?"), abort=True, err=True)
+    except click.Abort as exc:
+        if interrupted(exc):
+            raise Interrupted(f"interrupted; did not {action}") from None
+        raise CommandFailed(f"not confirmed; did not {action}") from None

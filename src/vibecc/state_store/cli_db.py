@@ -12,7 +12,20 @@ from rich.table import Table
 from rich.text import Text
 
 from . import migrate
-from .cli_common import CommandFailed, Env, console, emit_json, json_option, pass_env, storage_errors
+from .cli_common import (
+    CommandFailed,
+    Env,
+    Group,
+    confirm,
+    console,
+    emit_json,
+    json_option,
+    pass_env,
+    say,
+    say_lines,
+    storage_errors,
+    yes_option,
+)
 from .errors import ValidationError
 
 
@@ -28,68 +41,97 @@ def _alembic_errors() -> Iterator[None]:
         raise ValidationError(str(exc).strip().splitlines()[0]) from exc
 
 
-@click.group()
+@click.group(cls=Group)
 def db() -> None:
-    """Schema revisions: upgrade, downgrade, current, history, check, sql."""
+    """Schema revisions: upgrade, downgrade, current, history, check, sql.
+
+    \b
+    Example:
+      vibecc-state --db /srv/vibecc/vibecc.db db upgrade
+    """
 
 
 @db.command()
 @click.argument("revision", default="head")
 @pass_env
 def upgrade(env: Env, revision: str) -> None:
-    """Upgrade the schema to REVISION (default: head); creates a new SQLite file."""
+    """Upgrade the schema to REVISION (default: head); creates a new SQLite file.
+
+    The only command that creates or upgrades a store (besides `demo` on a new file and
+    `import` or `copy --to` into one named explicitly).
+
+    \b
+    Example:
+      vibecc-state --db new.db db upgrade
+    """
     engine = env.engine(create=True)
     with storage_errors(env), _alembic_errors():
         before = migrate.current(engine)
         migrate.upgrade(engine, revision)
         after = migrate.current(engine)
     if before == after:
-        click.echo(f"{env.where} is at revision {after} already")
+        say(f"{env.where} is at revision {after} already")
     else:
-        click.echo(f"upgraded {env.where} from {before or 'an empty database'} to {after}")
+        say(f"upgraded {env.where} from {before or 'an empty database'} to {after}")
 
 
 @db.command()
 @click.argument("revision")
-@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@yes_option
 @pass_env
 def downgrade(env: Env, revision: str, yes: bool) -> None:
-    """Downgrade the schema to REVISION ("base" removes every table and all data)."""
+    """Downgrade the schema to REVISION ("base" removes every table and all data).
+
+    Asks first (data in dropped columns and tables is lost); --yes skips the question, and
+    without a terminal to ask on --yes is needed.
+
+    \b
+    Example:
+      vibecc-state --db old.db db downgrade 0002 --yes
+    """
     engine = env.engine()
     with storage_errors(env):
         before = migrate.current(engine)
-    if not yes:
-        click.confirm(
-            f"Downgrade {env.where} from {before} to {revision}? Data in dropped columns and tables is lost",
-            abort=True,
-            err=True,
-        )
+    confirm(
+        f"downgrade {env.where} from {before} to {revision}, losing the data of dropped columns and tables",
+        yes=yes,
+    )
     with storage_errors(env), _alembic_errors():
         migrate.downgrade(engine, revision)
         after = migrate.current(engine)
-    click.echo(f"downgraded {env.where} from {before} to {after or 'base (no tables)'}")
+    say(f"downgraded {env.where} from {before} to {after or 'base (no tables)'}")
 
 
 @db.command()
 @json_option
 @pass_env
 def current(env: Env, as_json: bool) -> None:
-    """Show the schema revision of the database."""
+    """Show the schema revision of the database.
+
+    \b
+    Example:
+      vibecc-state db current --json
+    """
     with storage_errors(env):
         revision = migrate.current(env.engine())
     if as_json:
         emit_json({"revision": revision, "head": migrate.HEAD, "at_head": revision == migrate.HEAD})
     elif revision == migrate.HEAD:
-        click.echo(f"{revision} (head)")
+        say(f"{revision} (head)")
     else:
-        click.echo(f"{revision or 'no revision'} (head is {migrate.HEAD}; run `vibecc-state db upgrade`)")
+        say(f"{revision or 'no revision'} (head is {migrate.HEAD}; run `{env.command('db upgrade')}`)")
 
 
 @db.command()
 @json_option
 @pass_env
 def history(env: Env, as_json: bool) -> None:
-    """List the schema revisions, oldest first, marking the database's."""
+    """List the schema revisions, oldest first, marking the database's.
+
+    \b
+    Example:
+      vibecc-state db history
+    """
     with storage_errors(env):
         stored = migrate.current(env.engine())
     revisions = migrate.revisions()
@@ -127,7 +169,12 @@ def history(env: Env, as_json: bool) -> None:
 @json_option
 @pass_env
 def check(env: Env, as_json: bool) -> None:
-    """Exit 0 when the schema is at head and matches the models; else list what differs, exit 1."""
+    """Exit 0 when the schema is at head and matches the models; else list what differs, exit 1.
+
+    \b
+    Example:
+      vibecc-state db check || vibecc-state db upgrade
+    """
     engine = env.engine()
     with storage_errors(env):
         revision = migrate.current(engine)
@@ -135,10 +182,10 @@ def check(env: Env, as_json: bool) -> None:
     if as_json:
         emit_json({"ok": not problems, "revision": revision, "head": migrate.HEAD, "problems": problems})
     elif not problems:
-        click.echo(f"ok: {env.where} is at head {migrate.HEAD} and matches the models")
+        say(f"ok: {env.where} is at head {migrate.HEAD} and matches the models")
     else:
         for problem in problems:
-            click.echo(f"- {problem}")
+            say(f"- {problem}")
     if problems:
         raise CommandFailed(f"schema of {env.where} differs from the models ({len(problems)} difference(s))")
 
@@ -148,7 +195,12 @@ def check(env: Env, as_json: bool) -> None:
 @click.option("--from", "start", metavar="REV", help="Start from this revision instead of an empty database.")
 @pass_env
 def sql(env: Env, revision: str, start: str | None) -> None:
-    """Print the upgrade to REVISION as SQL for the selected engine; touches no database."""
+    """Print the upgrade to REVISION as SQL for the selected engine; touches no database.
+
+    \b
+    Example:
+      vibecc-state --db postgresql://dba@db.example/vibecc db sql > upgrade.sql
+    """
     with _alembic_errors():
         text = migrate.upgrade_sql(env.url.get_backend_name(), revision, start)
-    click.echo(text, nl=False)
+    say_lines(text)

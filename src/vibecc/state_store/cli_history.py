@@ -1,39 +1,43 @@
-"""`vibecc-state history ...`, `prune`, `export` and `import`."""
+"""`vibecc-state history ...` and `prune`."""
 
 from __future__ import annotations
 
-import csv
-import sys
-from collections.abc import Iterator
 from datetime import datetime
-from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import click
 
-from .cli_common import (
+from . import cli_common
+from .cli_args import (
     DATE,
+    DATES,
     MAX_DAYS,
-    Advance,
-    Env,
-    console,
+    Owner,
     days_ago,
+    history_owner,
+    names,
+    project_option,
+    window_options,
+)
+from .cli_common import (
+    Env,
+    Group,
+    Interrupted,
+    confirm,
+    console,
     emit_json,
+    interrupted,
     iso,
     json_option,
     pass_env,
-    progress,
-    project_id,
-    project_option,
-    repos,
-    since_option,
-    until_option,
+    say,
+    yes_option,
 )
+from .cli_progress import progress
 from .cli_views import history_table, stats_table
-from .errors import ValidationError
-from .exchange import HISTORY_FIELDS, csv_row, history_line, read_history, stats_dict, to_dict
+from .errors import StateStoreError
+from .exchange import stats_dict, to_dict
 from .history import MAX_BATCH, MAX_PAGE
-from .records import PipelineHistory
 from .store import StateStore
 
 batch_option = click.option(
@@ -45,16 +49,24 @@ batch_option = click.option(
 )
 
 
-@click.group()
+@click.group(cls=Group)
 def history() -> None:
-    """Finished pipelines: list and stats."""
+    """Finished pipelines: list and stats.
+
+    \b
+    Example:
+      vibecc-state history list --project acme/web --since 2025-01-01
+    """
+
+
+def _owner(store: StateStore, ref: str | None) -> Owner | None:
+    return None if ref is None else history_owner(store, ref)
 
 
 @history.command("list")
 @project_option
 @click.option("--state", type=click.Choice(["merged", "failed"], case_sensitive=False), help="Final state.")
-@since_option
-@until_option
+@window_options
 @click.option("--limit", type=click.IntRange(1, MAX_PAGE), default=50, show_default=True)
 @json_option
 @pass_env
@@ -67,18 +79,26 @@ def list_history(
     limit: int,
     as_json: bool,
 ) -> None:
-    """List finished pipelines, newest first."""
+    """List finished pipelines, newest first.
+
+    --project also takes a deleted project, by its id or its last repo: its history stays.
+
+    \b
+    Example:
+      vibecc-state history list --project acme/web --state failed --since 2025-01-01 --until 2025-02-01
+    """
     store = env.store()
-    project = project_id(store, project_ref)
+    owner = _owner(store, project_ref)
+    project = owner.id if owner else None
     records = store.get_history(project, state, limit, since=since, until=until)
     if as_json:
         emit_json([to_dict(r) for r in records])
         return
     total = store.count_history(project, state, since=since, until=until)
-    caption = f"{total} finished pipeline(s)" + (
-        f", newest {len(records)} shown" if total > len(records) else ""
-    )
-    console().print(history_table(records, repos(store), caption))
+    caption = f"{total} finished pipeline(s)" + (f" of {owner.label}" if owner else "")
+    if total > len(records):
+        caption += f", newest {len(records)} shown"
+    console().print(history_table(records, names(store), caption))
 
 
 def stats_of(
@@ -92,27 +112,35 @@ def stats_of(
 
 @history.command("stats")
 @project_option
-@since_option
-@until_option
+@window_options
 @json_option
 @pass_env
 def history_stats(
     env: Env, project_ref: str | None, since: datetime | None, until: datetime | None, as_json: bool
 ) -> None:
-    """Totals, success rate, durations (average, p50, p95) and average retries."""
+    """Totals, success rate, durations (average, p50, p95) and average retries.
+
+    Totals and averages come from totals kept with every history write; p50 and p95 read the
+    durations of the history they cover, so they take longer as history grows.
+
+    \b
+    Example:
+      vibecc-state history stats --project acme/web --since 2025-01-01 --json
+    """
     store = env.store()
-    project = project_id(store, project_ref)
+    owner = _owner(store, project_ref)
+    project = owner.id if owner else None
     stats = stats_of(store, project, since, until)
     if as_json:
         emit_json({"project_id": project, "since": iso(since), "until": iso(until), **stats})
         return
-    scope = project_ref or "all projects"
+    scope = owner.label if owner else "all projects"
     window = "".join([f" since {iso(since)}" if since else "", f" until {iso(until)}" if until else ""])
     console().print(stats_table(stats, f"History of {scope}{window}"))
 
 
 @click.command()
-@click.option("--before", type=DATE, help="Delete history completed before DATE.")
+@click.option("--before", type=DATE, help=f"Delete history completed before DATE, exclusive ({DATES}).")
 @click.option(
     "--keep-days",
     type=click.IntRange(0, MAX_DAYS),
@@ -120,6 +148,7 @@ def history_stats(
 )
 @project_option
 @click.option("--dry-run", is_flag=True, help="Only count what would be deleted.")
+@yes_option
 @batch_option
 @json_option
 @pass_env
@@ -129,100 +158,52 @@ def prune(
     keep_days: int | None,
     project_ref: str | None,
     dry_run: bool,
+    yes: bool,
     batch_size: int,
     as_json: bool,
 ) -> None:
-    """Delete old history, oldest first, in batches (active pipelines are never touched)."""
+    """Delete old history, oldest first, in batches (active pipelines are never touched).
+
+    Asks first, showing how many records and the cut-off; --yes skips the question, and
+    without a terminal to ask on (cron, a pipe) --yes is needed. Each batch is its own
+    transaction: an interrupted prune keeps what it deleted so far.
+
+    \b
+    Example:
+      vibecc-state prune --keep-days 90 --dry-run
+      vibecc-state prune --before 2025-01-01 --project acme/web --yes
+    """
     if (before is None) == (keep_days is None):
         raise click.UsageError("give exactly one of --before and --keep-days")
     cutoff = before if before is not None else days_ago(keep_days or 0)
     store = env.store()
-    project = project_id(store, project_ref)
-    if dry_run:
-        count = store.prune_history(before=cutoff, project_id=project, dry_run=True)
-    else:
-        with progress("pruning history", store.count_history(project, until=cutoff)) as advance:
-            count = store.prune_history(
-                before=cutoff, project_id=project, batch_size=batch_size, progress=advance
-            )
+    owner = _owner(store, project_ref)
+    project = owner.id if owner else None
+    of = f" of {owner.label}" if owner else ""
+    count = store.count_history(project, until=cutoff)
+    # Without a terminal --yes is needed even when nothing is old enough yet, so that a
+    # scheduled prune fails on its first run, not on the first day it has work.
+    if not dry_run and (count or not cli_common.stdin_is_terminal()):
+        confirm(f"delete {count:,} history record(s){of} completed before {iso(cutoff)}", yes=yes)
+    deleted = count if dry_run else _prune(store, cutoff, project, batch_size, count)
     if as_json:
-        emit_json({"before": iso(cutoff), "project_id": project, "dry_run": dry_run, "deleted": count})
+        emit_json({"before": iso(cutoff), "project_id": project, "dry_run": dry_run, "deleted": deleted})
     elif dry_run:
-        click.echo(f"would delete {count} history record(s) completed before {iso(cutoff)} (dry run)")
+        say(f"would delete {deleted} history record(s){of} completed before {iso(cutoff)} (dry run)")
     else:
-        click.echo(f"deleted {count} history record(s) completed before {iso(cutoff)}")
+        say(f"deleted {deleted} history record(s){of} completed before {iso(cutoff)}")
 
 
-@click.command()
-@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), default="jsonl", show_default=True)
-@project_option
-@since_option
-@until_option
-@pass_env
-def export(
-    env: Env, fmt: str, project_ref: str | None, since: datetime | None, until: datetime | None
-) -> None:
-    """Write history to stdout, oldest first, streaming (JSON Lines or CSV)."""
-    store = env.store()
-    project = project_id(store, project_ref)
-    out = sys.stdout
-    writer = csv.writer(out) if fmt == "csv" else None
-    if writer is not None:
-        writer.writerow(HISTORY_FIELDS)
-    with progress("exporting history", store.count_history(project, since=since, until=until)) as advance:
-        for record in store.iter_history(project, since=since, until=until):
-            if writer is not None:
-                writer.writerow(csv_row(record))
-            else:
-                out.write(history_line(record) + "\n")
-            advance(1)
-    out.flush()
-
-
-@click.command("import")
-@click.argument("file", type=click.Path(exists=True, dir_okay=False, allow_dash=True, path_type=Path))
-@batch_option
-@json_option
-@pass_env
-def import_(env: Env, file: Path, batch_size: int, as_json: bool) -> None:
-    """Add history from a JSON Lines FILE (as `export` writes; - for stdin).
-
-    Records whose id is present already are skipped. A malformed line stops the import
-    naming its line; nothing of its batch is written, earlier batches stay.
-    """
-    store = env.store(create=True)
-    done = 0
-
-    def count(n: int) -> None:
-        nonlocal done
-        done += n
-
-    stdin = str(file) == "-"
-    source: IO[bytes] = sys.stdin.buffer if stdin else file.open("rb")
-    size = None if stdin else file.stat().st_size
-    try:
-        with progress(f"importing {file}", size) as advance:
-            records = _records(source, advance)
-            try:
-                result = store.import_history(records, batch_size=batch_size, progress=count)
-            except ValidationError as exc:
-                raise ValidationError(
-                    f"{file} {exc}; nothing from its batch was written "
-                    f"({done} record(s) in earlier batches were imported or skipped)"
-                ) from exc
-    finally:
-        if not stdin:
-            source.close()
-    if as_json:
-        emit_json({"inserted": result.inserted, "skipped": result.skipped})
-    else:
-        click.echo(f"imported {result.inserted} history record(s), skipped {result.skipped} already present")
-
-
-def _records(source: IO[bytes], advance: Advance) -> Iterator[PipelineHistory]:
-    def lines() -> Iterator[bytes]:
-        for line in source:
-            advance(len(line))
-            yield line
-
-    return read_history(lines())
+def _prune(store: StateStore, cutoff: datetime, project: str | None, batch_size: int, total: int) -> int:
+    with progress("pruning history", total) as meter:
+        try:
+            return store.prune_history(
+                before=cutoff, project_id=project, batch_size=batch_size, progress=meter.add
+            )
+        except (KeyboardInterrupt, StateStoreError) as exc:
+            if not interrupted(exc):
+                raise
+            raise Interrupted(
+                f"interrupted: {meter.done} history record(s) were deleted in batches already "
+                "committed; the batch in progress was rolled back"
+            ) from None

@@ -8,19 +8,20 @@ from typing import Any
 import click
 
 from .base import CLEAR
+from .cli_args import STATE, find_project, names, project_id, project_option
 from .cli_common import (
-    STATE,
     Env,
+    Group,
+    confirm,
     console,
     emit_json,
-    find_project,
     json_option,
     pass_env,
-    project_id,
-    project_option,
-    repos,
+    say,
+    yes_option,
 )
 from .cli_views import board, kv_table, pipeline_rows, pipelines_table, project_rows, projects_table
+from .errors import PipelineNotFoundError, ProjectHasActivePipelinesError, ValidationError
 from .exchange import to_dict
 from .records import Pipeline, Project
 from .store import StateStore
@@ -28,9 +29,14 @@ from .store import StateStore
 # -- projects --------------------------------------------------------------------------------
 
 
-@click.group()
+@click.group(cls=Group)
 def projects() -> None:
-    """Projects: the repositories the orchestrator works on."""
+    """Projects: the repositories the orchestrator works on.
+
+    \b
+    Example:
+      vibecc-state projects add acme/web --name "Web shop"
+    """
 
 
 def _active(store: StateStore) -> Counter[str]:
@@ -48,7 +54,12 @@ def _show_project(project: Project, active: int, as_json: bool) -> None:
 @json_option
 @pass_env
 def list_projects(env: Env, as_json: bool) -> None:
-    """List projects by name."""
+    """List projects by name.
+
+    \b
+    Example:
+      vibecc-state projects list --json
+    """
     store = env.store()
     found, active = store.list_projects(), _active(store)
     if as_json:
@@ -62,7 +73,12 @@ def list_projects(env: Env, as_json: bool) -> None:
 @json_option
 @pass_env
 def show_project(env: Env, ref: str, as_json: bool) -> None:
-    """Show one project."""
+    """Show one project, by repo (owner/name, any case) or id.
+
+    \b
+    Example:
+      vibecc-state projects show acme/web
+    """
     store = env.store()
     project = find_project(store, ref)
     _show_project(project, len(store.list_pipelines(project.id)), as_json)
@@ -87,14 +103,19 @@ def add_project(
     max_retries_review: int,
     as_json: bool,
 ) -> None:
-    """Add the project of REPO ("owner/name")."""
-    project = env.store(create=True).create_project(
+    """Add the project of REPO ("owner/name").
+
+    \b
+    Example:
+      vibecc-state projects add acme/web --name "Web shop" --github-project-id 7
+    """
+    project = env.store().create_project(
         name, repo, base_branch, github_project_id, max_retries_ci, max_retries_review
     )
     if as_json:
         _show_project(project, 0, as_json)
     else:
-        click.echo(f"added project {project.repo} ({project.name}), id {project.id}")
+        say(f"added project {project.repo} ({project.name}), id {project.id}")
 
 
 @projects.command("update")
@@ -118,7 +139,12 @@ def update_project(
     max_retries_review: int | None,
     as_json: bool,
 ) -> None:
-    """Change the given settings of a project."""
+    """Change the given settings of a project.
+
+    \b
+    Example:
+      vibecc-state projects update acme/web --max-retries-ci 5 --clear-github-project-id
+    """
     if clear_github_project_id and github_project_id is not None:
         raise click.UsageError("give --github-project-id or --clear-github-project-id, not both")
     changes: dict[str, Any] = {
@@ -143,24 +169,42 @@ def update_project(
 
 @projects.command("delete")
 @click.argument("ref", metavar="REPO|ID")
-@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@yes_option
 @pass_env
 def delete_project(env: Env, ref: str, yes: bool) -> None:
-    """Delete a project whose pipelines are all finished; its history stays."""
+    """Delete a project whose pipelines are all finished; its history stays.
+
+    Asks first; --yes skips the question, and without a terminal to ask on --yes is needed.
+    The history stays reachable with --project and the id or the last repo.
+
+    \b
+    Example:
+      vibecc-state projects delete acme/old-site --yes
+    """
     store = env.store()
     project = find_project(store, ref)
-    if not yes:
-        click.confirm(f"Delete project {project.repo} ({project.name})?", abort=True, err=True)
-    store.delete_project(project.id)
-    click.echo(f"deleted project {project.repo}; its history stays")
+    confirm(f"delete project {project.repo} ({project.name})", yes=yes)
+    try:
+        store.delete_project(project.id)
+    except ProjectHasActivePipelinesError:
+        active = len(store.list_pipelines(project.id))
+        raise ProjectHasActivePipelinesError(
+            f"project {project.repo} has {active} active pipeline(s); finish or delete them first"
+        ) from None
+    say(f"deleted project {project.repo}; its history stays")
 
 
 # -- pipelines -------------------------------------------------------------------------------
 
 
-@click.group()
+@click.group(cls=Group)
 def pipelines() -> None:
-    """Active pipelines: tickets being worked on."""
+    """Active pipelines: tickets being worked on.
+
+    \b
+    Example:
+      vibecc-state pipelines list --project acme/web --board
+    """
 
 
 @pipelines.command("list")
@@ -177,7 +221,12 @@ def pipelines() -> None:
 def list_pipelines(
     env: Env, project_ref: str | None, state: str | None, as_board: bool | None, as_json: bool
 ) -> None:
-    """List active pipelines, newest first."""
+    """List active pipelines, newest first.
+
+    \b
+    Example:
+      vibecc-state pipelines list --state review --flat
+    """
     store = env.store()
     found = store.list_pipelines(project_id(store, project_ref), state)
     if as_json:
@@ -185,9 +234,9 @@ def list_pipelines(
         return
     out = console()
     if as_board if as_board is not None else out.is_terminal:
-        out.print(board(found, repos(store)))
+        out.print(board(found, names(store)))
     else:
-        out.print(pipelines_table(found, repos(store)))
+        out.print(pipelines_table(found, names(store)))
 
 
 @pipelines.command("show")
@@ -195,17 +244,33 @@ def list_pipelines(
 @json_option
 @pass_env
 def show_pipeline(env: Env, ref: str, as_json: bool) -> None:
-    """Show one active pipeline, by id or as owner/name#ticket."""
+    """Show one active pipeline, by id or as owner/name#ticket.
+
+    \b
+    Example:
+      vibecc-state pipelines show acme/web#42
+    """
     store = env.store()
     pipeline = _find_pipeline(store, ref)
     if as_json:
         emit_json(to_dict(pipeline))
     else:
-        console().print(kv_table(pipeline_rows(pipeline, repos(store).get(pipeline.project_id))))
+        console().print(kv_table(pipeline_rows(pipeline, names(store).get(pipeline.project_id))))
 
 
 def _find_pipeline(store: StateStore, ref: str) -> Pipeline:
     if "#" in ref:
         repo, _, ticket = ref.rpartition("#")
-        return store.get_pipeline_by_ticket(store.get_project_by_repo(repo).id, ticket)
-    return store.get_pipeline(ref)
+        project = store.get_project_by_repo(repo)
+        try:
+            return store.get_pipeline_by_ticket(project.id, ticket)
+        except PipelineNotFoundError:
+            raise PipelineNotFoundError(
+                f"no active pipeline for ticket {ticket!r} in {project.repo}"
+            ) from None
+    try:
+        return store.get_pipeline(ref)
+    except ValidationError:  # not even the shape of an id
+        raise PipelineNotFoundError(
+            f"pipeline {ref!r} not found (give its id or owner/name#ticket)"
+        ) from None

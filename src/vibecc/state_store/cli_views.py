@@ -11,7 +11,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from .formatting import by_state, duration, percent, when
+from .formatting import by_state, duration, one_line, percent, plain, when
 from .records import Pipeline, PipelineHistory, PipelineState, Project
 from .transfer import CopyReport
 
@@ -25,26 +25,21 @@ STATE_STYLE = {
 }
 
 
-# C0 and C1 control characters and DEL, shown as escapes: stored text comes from ticket
-# trackers anyone can write to and must not move the cursor or retitle the terminal.
-_CONTROLS = {
-    code: f"\\x{code:02x}" for code in (*range(0x20), 0x7F, *range(0x80, 0xA0)) if chr(code) not in "\n\t"
-}
-
-
-def plain(value: str) -> str:
-    """Stored text made safe to print: control characters escaped (rich markup is never
-    parsed because every value goes into a Text)."""
-    return value.translate(_CONTROLS)
-
-
 def state_text(state: PipelineState) -> Text:
     return Text(state.value, style=STATE_STYLE[state])
 
 
 def kv_table(rows: Iterable[tuple[str, Any]], title: Text | None = None) -> Table:
-    """Two columns, key and value; values are shown as text, never as rich markup."""
-    table = Table(box=box.SIMPLE, show_header=False, title=title, title_justify="left", pad_edge=False)
+    """Two columns, key and value; values are shown as text, never as rich markup. The title
+    gets its whole width (up to the terminal's), not the width of the columns."""
+    table = Table(
+        box=box.SIMPLE,
+        show_header=False,
+        title=title,
+        title_justify="left",
+        pad_edge=False,
+        min_width=title.cell_len if title is not None else None,
+    )
     table.add_column(style="bold", no_wrap=True)
     table.add_column(overflow="fold")
     for key, value in rows:
@@ -104,7 +99,7 @@ def pipelines_table(pipelines: Sequence[Pipeline], repos: dict[str, str]) -> Tab
     table.add_column("Retries", justify="right", no_wrap=True)
     table.add_column("Updated (UTC)", no_wrap=True)
     for p in pipelines:
-        repo = [Text(plain(repos.get(p.project_id, p.project_id[:8])))] if several else []
+        repo = [Text(plain(repos.get(p.project_id, p.project_id)))] if several else []
         table.add_row(
             Text(f"#{plain(p.ticket_id)}"),
             *repo,
@@ -135,7 +130,7 @@ def board(pipelines: Sequence[Pipeline], repos: dict[str, str]) -> RenderableTyp
 
 
 def _card(p: Pipeline, repos: dict[str, str], with_repo: bool) -> Text:
-    meta = [plain(repos.get(p.project_id, p.project_id[:8]))] if with_repo else []
+    meta = [plain(repos.get(p.project_id, p.project_id))] if with_repo else []
     if p.pr_id is not None:
         meta.append(f"PR #{p.pr_id}")
     if p.retry_count_ci or p.retry_count_review:
@@ -177,7 +172,7 @@ def history_table(records: Sequence[PipelineHistory], repos: dict[str, str], cap
     table.add_column("Took", justify="right", no_wrap=True)
     table.add_column("Retries", justify="right", no_wrap=True)
     for r in records:
-        repo = [Text(plain(repos.get(r.project_id, r.project_id[:8])))] if several else []
+        repo = [Text(plain(repos.get(r.project_id, r.project_id)))] if several else []
         table.add_row(
             when(r.completed_at),
             *repo,
@@ -212,7 +207,9 @@ def stats_table(stats: dict[str, Any], title: str) -> Table:
 
 
 def copy_table(report: CopyReport) -> Table:
-    table = Table(box=box.SIMPLE_HEAD, title=Text(f"Copied to {report.target}"), title_justify="left")
+    table = Table(
+        box=box.SIMPLE_HEAD, title=Text(one_line(f"Copied to {report.target}")), title_justify="left"
+    )
     table.add_column("Table")
     table.add_column("Source rows", justify="right")
     table.add_column("Target rows", justify="right")

@@ -8,6 +8,40 @@ from datetime import UTC, datetime
 
 from .records import Pipeline, PipelineState
 
+# Shown as escapes wherever text reaches a terminal: C0 and C1 control characters and DEL
+# (stored text comes from ticket trackers anyone can write to, and must not move the cursor,
+# ring the bell or retitle the terminal), the Unicode line and paragraph separators (which
+# end a line for Python and some terminals) and the bidirectional overrides and isolates
+# (which reorder what is shown).
+_UNSAFE = (
+    *range(0x20),
+    0x7F,
+    *range(0x80, 0xA0),
+    0x2028,
+    0x2029,
+    *range(0x202A, 0x202F),
+    *range(0x2066, 0x206A),
+)
+_ESCAPES = {code: f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" for code in _UNSAFE}
+_KEEP_LINES = {code: escape for code, escape in _ESCAPES.items() if chr(code) not in "\n\t"}
+
+
+def plain(value: str) -> str:
+    """Text made safe to print, keeping its line breaks and tabs: every other control
+    character escaped (``\\x1b``)."""
+    return value.translate(_KEEP_LINES)
+
+
+def one_line(value: str) -> str:
+    """Text made safe to print on one line: every control character escaped, line breaks and
+    tabs too (``\\n``)."""
+    return value.translate(_ESCAPES)
+
+
+def is_printable(value: str) -> bool:
+    """True when `value` holds nothing one_line() would escape."""
+    return one_line(value) == value
+
 
 def duration(seconds: float | None) -> str:
     """45s, 12m 03s, 2h 05m, 3d 4h; "-" when there is none."""

@@ -1,16 +1,23 @@
 """render(ReportData) -> one self-contained HTML page: inline CSS and SVG, no scripts, no
-fonts or images from anywhere. Every piece of stored text is escaped."""
+fonts or images from anywhere. Every piece of stored text is escaped, for HTML and for a
+terminal the page may be printed on (control characters are shown as escapes)."""
 
 from __future__ import annotations
 
 import json
 import math
 from collections.abc import Sequence
-from html import escape
+from html import escape as escape_html
 from typing import Any
 
-from .formatting import duration, percent, when
+from .formatting import duration, percent, plain, when
 from .report import Bar, Card, ReportData
+
+
+def escape(text: str) -> str:
+    """Text for the page: HTML special characters and control characters escaped."""
+    return escape_html(plain(text))
+
 
 _CSS = """
 :root { --bg:#f7f7f5; --panel:#fff; --ink:#1d2125; --muted:#6b7178; --line:#e3e4e0;
