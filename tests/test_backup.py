@@ -91,6 +91,14 @@ def test_backup_refuses_what_it_cannot_copy(
         backup_sqlite(source.format(tmp=tmp_path, live=live), dest.format(tmp=tmp_path, live=live))
 
 
+def test_backup_never_replaces_what_is_not_a_regular_file(live: str, tmp_path: Path) -> None:
+    fifo = tmp_path / "pipe.db"
+    os.mkfifo(fifo)
+    with pytest.raises(ValidationError, match="is not a regular file"):
+        backup_sqlite(live, fifo, force=True)
+    assert stat.S_ISFIFO(fifo.lstat().st_mode)
+
+
 def test_backup_of_a_store_object(live: str, tmp_path: Path) -> None:
     with StateStore(live) as store:
         result = backup_sqlite(store, tmp_path / "b.db")

@@ -30,6 +30,8 @@ else:
 
 H = "\x1b[31m\x07\x9b\r\x7f"
 """ESC [31m (red), BEL, C1 CSI, carriage return, DEL."""
+P = H + "\udc9b"
+"""For file names: also a byte that is not UTF-8 (0x9b, CSI to a terminal reading 8-bit controls)."""
 TICKET = "T\x1b[31m\x07\x9b\x7f"  # no whitespace in a ticket id, so no CR
 ORPHAN = "\x1b]0;pwn\x07"
 """History rows of a project that left no name: the id is shown as it is (escaped)."""
@@ -90,12 +92,17 @@ SCENARIOS: dict[str, list[tuple[str, ...]]] = {
         ("{good}",),
         ("{bad}",),
         ("{raw}",),
-        ("{tmp}/{H}missing.jsonl",),
+        ("{tmp}/{P}missing.jsonl",),
         ("--format", "csv", "{good}"),
     ],
-    "backup": [("{tmp}/{H}/b.db",)],
-    "copy": [("--to", "{tmp}/{H}/copy.db"), ("--to", "{H}://x"), ("--to", "{tmp}/{H}/copy.db")],
-    "report": [("--html", "-"), ("--html", "{tmp}/{H}/r.html"), ("--html", "-", "--project", "acme/gone")],
+    "backup": [("{tmp}/{P}/b.db",), ("{tmp}/{P}/b.db", "--json")],
+    "copy": [
+        ("--to", "{tmp}/{P}/copy.db"),
+        ("--to", "{H}://x"),
+        ("--to", "{tmp}/{P}/copy.db"),
+        ("--to", "{tmp}/{P}/copy2.db", "--json"),
+    ],
+    "report": [("--html", "-"), ("--html", "{tmp}/{P}/r.html"), ("--html", "-", "--project", "acme/gone")],
     "demo": [(), ("--yes", "--tickets", "1")],
 }
 
@@ -151,13 +158,14 @@ def hostile(store_url: str, tmp_path: Path) -> dict[str, str]:
         store.import_history(records)
         store.delete_project(gone.id)
         exported = [json.dumps(_json(r)) for r in records]
-    good, bad, raw = tmp_path / f"good{H}.jsonl", tmp_path / "bad.jsonl", tmp_path / "raw.jsonl"
+    good, bad, raw = tmp_path / f"good{P}.jsonl", tmp_path / "bad.jsonl", tmp_path / "raw.jsonl"
     fresh = [json.dumps({**json.loads(line), "id": str(uuid.uuid4())}) for line in exported]
     good.write_text("\n".join(fresh) + "\n")
     bad.write_text(exported[0] + "\n" + json.dumps({**json.loads(exported[0]), H: H}) + "\n")
     raw.write_bytes(H.encode() + b"\n")
     return {
         "H": H,
+        "P": P,
         "tmp": str(tmp_path),
         "orphan": ORPHAN,
         "pipeline": pipeline.id,
@@ -191,7 +199,12 @@ def _invoke(db: str, args: list[str], *, tty: bool = False, monkeypatch: pytest.
 
 def _assert_clean(result: Result, what: str) -> None:
     for name, data in (("stdout", result.stdout_bytes), ("stderr", result.stderr_bytes)):
-        text = data.decode("utf-8", "backslashreplace")
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            pytest.fail(
+                f"{what}: a byte that is not UTF-8 on {name}: {data[max(0, exc.start - 80) : exc.end + 40]!r}"
+            )
         found = UNSAFE.search(text)
         if found is not None:
             around = text[max(0, found.start() - 80) : found.end() + 40]
@@ -213,7 +226,7 @@ def test_no_control_character_reaches_the_terminal(
     # Whatever the command: an unknown option, a database path that is not there (with the
     # traceback of --debug), and its help.
     first = [a.format(**hostile) for a in SCENARIOS[command][0] if a != "@tty"]
-    missing = f"{hostile['tmp']}/{H}/missing.db"
+    missing = f"{hostile['tmp']}/{P}/missing.db"
     for args in ([*words, f"--bogus{H}"], [*words, *first], ["--debug", *words, *first], [*words, "--help"]):
         location = db if args[-1] in ("--help",) or args[-1].startswith("--bogus") else missing
         _assert_clean(_invoke(location, args, monkeypatch=monkeypatch), f"--db {location!r} {args}")

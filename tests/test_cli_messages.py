@@ -3,6 +3,7 @@ name projects by repo, postgres:// URLs work, windows are checked, usage errors 
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
@@ -142,3 +143,9 @@ def test_history_stats_title_names_the_project_by_repo_when_given_its_id(store_u
     shown = ok(store_url, "history", "stats", "--project", project_id).stdout
     assert "History of acme/web" in shown
     assert project_id not in shown
+
+
+def test_a_line_break_in_a_message_is_escaped_not_cut_off(tmp_path: Path) -> None:
+    missing = tmp_path / "two\nlines.db"
+    line = one_line_error(run(str(missing), "projects", "list"), 1, "two\\x0alines.db")
+    assert line.endswith("db upgrade` creates a new one)")

@@ -7,6 +7,7 @@ import json
 import os
 import re
 import stat
+import threading
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -284,3 +285,20 @@ def test_a_report_that_cannot_be_written_is_one_line_naming_the_path(
     line = one_line_error(result, 1, f"cannot write the report {path}: {reason}")
     assert "unexpected" not in line
     assert list(out.iterdir()) == ([out / "file.txt"] if problem == "parent-is-a-file" else [])
+
+
+def test_a_report_into_a_fifo_or_through_a_link_never_replaces_it(filled: str, tmp_path: Path) -> None:
+    fifo = tmp_path / "pipe.html"
+    os.mkfifo(fifo)
+    received: list[bytes] = []
+    reader = threading.Thread(target=lambda: received.append(fifo.read_bytes()))
+    reader.start()
+    ok(filled, "report", "--html", str(fifo))
+    reader.join(30)
+    assert stat.S_ISFIFO(fifo.lstat().st_mode)  # still the FIFO, not a file put in its place
+    assert parse(received[0].decode("utf-8")).kpis["total_completed"] == 5
+    real, link = tmp_path / "real.html", tmp_path / "link.html"
+    link.symlink_to(real)
+    ok(filled, "report", "--html", str(link))
+    assert link.is_symlink()
+    assert stat.S_IMODE(real.stat().st_mode) == 0o600

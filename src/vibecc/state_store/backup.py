@@ -79,6 +79,8 @@ def backup_sqlite(
         raise ValidationError(f"backup destination {target} is the database itself")
     if target.is_dir():
         raise ValidationError(f"backup destination {target} is a directory")
+    if target.exists() and not target.is_file():  # /dev/null, a FIFO: never replaced by a file
+        raise ValidationError(f"backup destination {target} is not a regular file")
     if target.exists() and not force:
         raise BackupExistsError(f"backup destination {target} exists already")
     try:

@@ -71,7 +71,7 @@ class Tool(Group):
                 raise  # the reader went away (`export | head`): click's standalone mode stops quietly
             raise self._failed(ctx, exc, _unexpected(exc), 1) from exc
         except Exception as exc:  # a bug: still one line, the traceback with --debug
-            raise self._failed(ctx, exc, _unexpected(exc), 1) from exc
+            raise self._failed(ctx, exc, _unexpected(exc).splitlines()[0], 1) from exc
 
     @staticmethod
     def _usage(exc: click.UsageError) -> CommandFailed:
@@ -91,8 +91,8 @@ class Tool(Group):
 
         if env is not None and env.debug:
             click.echo(plain(scrub("".join(traceback.format_exception(exc)))), err=True, nl=False)
-        lines = scrub(message).strip().splitlines()
-        return failure(lines[0] if lines else type(exc).__name__, code)
+        # Line breaks in the message (a file name may hold one) are escaped, not cut off.
+        return failure(scrub(message).strip() or type(exc).__name__, code)
 
 
 def _unexpected(exc: BaseException) -> str:

@@ -200,6 +200,10 @@ def database_url(location: str, option: str) -> URL:
     if not location.strip():
         raise BadInput(f"{option} must be a non-empty path or database URL")
     try:
+        location.encode("utf-8")
+    except UnicodeEncodeError:  # bytes of a file name that is not UTF-8: the driver cannot take it
+        raise BadInput(f"{option} must be UTF-8 text, got {location!r}") from None
+    try:
         return to_url(_POSTGRES_SCHEME.sub("postgresql", location))
     except ValidationError as exc:
         raise BadInput(str(exc).replace("db_path", option)) from None
@@ -341,10 +345,19 @@ def say_lines(text: str) -> None:
     click.echo(plain(text), nl=False)
 
 
-# JSON escapes C0 controls itself; these pass through it as they are.
+# JSON escapes C0 controls itself; these pass through it as they are (lone surrogates: the
+# bytes of a file name that is not UTF-8).
 _JSON_ESCAPES = {
     code: f"\\u{code:04x}"
-    for code in (0x7F, *range(0x80, 0xA0), 0x2028, 0x2029, *range(0x202A, 0x202F), *range(0x2066, 0x206A))
+    for code in (
+        0x7F,
+        *range(0x80, 0xA0),
+        0x2028,
+        0x2029,
+        *range(0x202A, 0x202F),
+        *range(0x2066, 0x206A),
+        *range(0xD800, 0xE000),
+    )
 }
 
 

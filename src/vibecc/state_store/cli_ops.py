@@ -208,19 +208,26 @@ def report(
         click.echo(html, nl=False)
         return
     _write_private(path, html)
-    say(f"wrote {path} ({path.stat().st_size / 1024:.0f} KiB): {summary}")
+    say(f"wrote {path} ({len(html.encode()) / 1024:.0f} KiB): {summary}")
 
 
 def _write_private(path: Path, text: str) -> None:
-    """Write `text` to `path` as a new file readable by its owner only, put in place by rename."""
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    """Write `text` to `path` as a new file readable by its owner only, put in place by rename
+    (through a symbolic link, the file it names). Into something that is not a regular file
+    (/dev/null, a FIFO) the text is written as it is, never replacing it."""
+    target = path.resolve() if path.is_symlink() else path
+    temporary = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
-        private_folders(path.parent)
+        if target.exists() and not target.is_file():
+            with open(target, "w", encoding="utf-8") as out:
+                out.write(text)
+            return
+        private_folders(target.parent)
         fd = os.open(temporary, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as out:
             os.fchmod(out.fileno(), 0o600)
             out.write(text)
-        os.replace(temporary, path)
+        os.replace(temporary, target)
     except OSError as exc:
         with suppress(OSError):
             temporary.unlink()

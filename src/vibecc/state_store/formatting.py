@@ -11,8 +11,9 @@ from .records import Pipeline, PipelineState
 # Shown as escapes wherever text reaches a terminal: C0 and C1 control characters and DEL
 # (stored text comes from ticket trackers anyone can write to, and must not move the cursor,
 # ring the bell or retitle the terminal), the Unicode line and paragraph separators (which
-# end a line for Python and some terminals) and the bidirectional overrides and isolates
-# (which reorder what is shown).
+# end a line for Python and some terminals), the bidirectional overrides and isolates (which
+# reorder what is shown), and lone surrogates: the bytes of a file name that is not UTF-8,
+# which would reach the terminal raw (0x9b is CSI to a terminal reading 8-bit controls).
 _UNSAFE = (
     *range(0x20),
     0x7F,
@@ -21,8 +22,16 @@ _UNSAFE = (
     0x2029,
     *range(0x202A, 0x202F),
     *range(0x2066, 0x206A),
+    *range(0xD800, 0xE000),
 )
-_ESCAPES = {code: f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" for code in _UNSAFE}
+_ESCAPES = {
+    code: f"\\x{code:02x}"
+    if code < 0x100
+    else f"\\x{code - 0xDC00:02x}"
+    if 0xDC80 <= code < 0xDD00
+    else f"\\u{code:04x}"
+    for code in _UNSAFE
+}
 _KEEP_LINES = {code: escape for code, escape in _ESCAPES.items() if chr(code) not in "\n\t"}
 
 
