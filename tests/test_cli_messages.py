@@ -149,3 +149,45 @@ def test_a_line_break_in_a_message_is_escaped_not_cut_off(tmp_path: Path) -> Non
     missing = tmp_path / "two\nlines.db"
     line = one_line_error(run(str(missing), "projects", "list"), 1, "two\\x0alines.db")
     assert line.endswith("db upgrade` creates a new one)")
+
+
+@pytest.mark.parametrize(
+    ("args", "code"),
+    [
+        (("report", "--html", ""), 2),
+        (("backup", ""), 2),
+        (("copy", "--to", ""), 2),
+        (("import", ""), 2),
+        (("projects", "show", ""), 3),
+        (("pipelines", "show", ""), 3),
+        (("history", "list", "--project", ""), 3),
+        (("prune", "--before", "", "--yes"), 2),
+        (("projects", "add", "acme/x", "--name", ""), 2),
+        (("projects", "add", "acme/x", "--name", "n" * 1_000_000), 2),
+        (("history", "list", "--limit", "9" * 30), 2),
+    ],
+)
+def test_empty_and_huge_arguments_are_one_line_errors(
+    store_url: str, args: tuple[str, ...], code: int
+) -> None:
+    line = one_line_error(run(store_url, *args), code)
+    assert "--debug" not in line
+    assert len(line) < 400
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("projects", "show", "x" * 100_000),
+        ("pipelines", "show", "x" * 100_000),
+        ("pipelines", "show", "acme/web#" + "1" * 100_000),
+        ("history", "list", "--project", "x" * 100_000),
+        ("history", "list", "--since", "x" * 100_000),
+    ],
+)
+def test_a_huge_argument_is_cut_short_in_the_message(store_url: str, args: tuple[str, ...]) -> None:
+    ok(store_url, "projects", "add", "acme/web", "--name", "Web")
+    result = run(store_url, *args)
+    line = one_line_error(result, result.exit_code)
+    assert result.exit_code in (2, 3)
+    assert len(line) < 400

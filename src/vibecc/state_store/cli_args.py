@@ -11,12 +11,12 @@ from typing import Any
 
 import click
 
-from .cli_common import BadInput
+from .cli_common import BadInput, quoted
 from .errors import ProjectNotFoundError, ValidationError
 from .records import PipelineState, Project
 from .store import StateStore
 
-DATES = "YYYY-MM-DD or an ISO-8601 timestamp, UTC unless it has an offset"
+DATES = "YYYY-MM-DD or an ISO 8601 timestamp, in UTC unless it has an offset"
 """How a DATE argument is written, for help texts."""
 
 
@@ -34,11 +34,11 @@ class UTCDateTime(click.ParamType[datetime, Any]):
                 return datetime(day.year, day.month, day.day, tzinfo=UTC)
             moment = datetime.fromisoformat(value)
         except (TypeError, ValueError):
-            self.fail(f"{value!r} is not a date ({DATES})", param, ctx)
+            self.fail(f"{quoted(value)} is not a date (YYYY-MM-DD or an ISO 8601 timestamp)", param, ctx)
         try:
             return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
         except OverflowError:  # 0001-01-01T00:00+05:00 is before the first moment in UTC
-            self.fail(f"{value!r} is out of the range of dates", param, ctx)
+            self.fail(f"{quoted(value)} is out of the range of dates", param, ctx)
 
 
 DATE = UTCDateTime()
@@ -51,8 +51,10 @@ project_option = click.option(
 def window_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """--since and --until (exclusive), refused (exit 2) unless --since is before --until."""
 
-    @click.option("--until", type=DATE, help=f"Only what completed before DATE, exclusive ({DATES}).")
-    @click.option("--since", type=DATE, help=f"Only what completed at or after DATE ({DATES}).")
+    @click.option("--since", type=DATE, metavar="DATE", help=f"{DATES}: only what completed at or after it.")
+    @click.option(
+        "--until", type=DATE, metavar="DATE", help=f"{DATES}: only what completed before it (exclusive)."
+    )
     @functools.wraps(command)
     def checked(*args: Any, since: datetime | None, until: datetime | None, **kwargs: Any) -> Any:
         if since is not None and until is not None and since >= until:
@@ -89,7 +91,9 @@ def find_project(store: StateStore, ref: str) -> Project:
     try:
         return store.get_project(ref)
     except ValidationError:  # not even the shape of an id
-        raise ProjectNotFoundError(f"project {ref!r} not found (give owner/name or a project id)") from None
+        raise ProjectNotFoundError(
+            f"project {quoted(ref)} not found (give owner/name or a project id)"
+        ) from None
 
 
 def project_id(store: StateStore, ref: str | None) -> str | None:
@@ -138,7 +142,7 @@ def history_owner(store: StateStore, ref: str) -> Owner:
     if not by_repo and _has_history(store, ref):
         return Owner(ref, None, None, deleted=True)
     raise ProjectNotFoundError(
-        f"project {ref!r} not found (no project, deleted project or history has that "
+        f"project {quoted(ref)} not found (no project, deleted project or history has that "
         f"{'repo' if by_repo else 'id'})"
     )
 

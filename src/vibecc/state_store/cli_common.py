@@ -202,7 +202,7 @@ def database_url(location: str, option: str) -> URL:
     try:
         location.encode("utf-8")
     except UnicodeEncodeError:  # bytes of a file name that is not UTF-8: the driver cannot take it
-        raise BadInput(f"{option} must be UTF-8 text, got {location!r}") from None
+        raise BadInput(f"{option} must be UTF-8 text, got {quoted(location)}") from None
     try:
         return to_url(_POSTGRES_SCHEME.sub("postgresql", location))
     except ValidationError as exc:
@@ -333,6 +333,12 @@ def stdout_is_terminal() -> bool:
 
 def stderr_is_terminal() -> bool:
     return sys.stderr.isatty()
+
+
+def quoted(value: object) -> str:
+    """A value given on the command line, quoted for a message and cut to 60 characters."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def say(message: str, *, err: bool = False) -> None:

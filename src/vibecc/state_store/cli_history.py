@@ -85,7 +85,8 @@ def list_history(
 
     \b
     Example:
-      vibecc-state history list --project acme/web --state failed --since 2025-01-01 --until 2025-02-01
+      vibecc-state history list --project acme/web --state failed \\
+          --since 2025-01-01 --until 2025-02-01
     """
     store = env.store()
     owner = _owner(store, project_ref)
@@ -140,7 +141,7 @@ def history_stats(
 
 
 @click.command()
-@click.option("--before", type=DATE, help=f"Delete history completed before DATE, exclusive ({DATES}).")
+@click.option("--before", type=DATE, help=f"{DATES}: delete history completed before it (exclusive).")
 @click.option(
     "--keep-days",
     type=click.IntRange(0, MAX_DAYS),

@@ -184,6 +184,8 @@ def report(
     Example:
       vibecc-state report --html reports/web.html --project acme/web --since 2025-01-01
     """
+    if not path.name:  # "" or "." (click makes "" a Path(".")), or a path ending in a folder
+        raise BadInput(f"--html needs a file name, got {str(path)!r}")
     store = env.store()
     owner = history_owner(store, project_ref) if project_ref else None
     scope = (

@@ -17,6 +17,7 @@ from .cli_common import (
     emit_json,
     json_option,
     pass_env,
+    quoted,
     say,
     yes_option,
 )
@@ -266,11 +267,11 @@ def _find_pipeline(store: StateStore, ref: str) -> Pipeline:
             return store.get_pipeline_by_ticket(project.id, ticket)
         except PipelineNotFoundError:
             raise PipelineNotFoundError(
-                f"no active pipeline for ticket {ticket!r} in {project.repo}"
+                f"no active pipeline for ticket {quoted(ticket)} in {project.repo}"
             ) from None
     try:
         return store.get_pipeline(ref)
     except ValidationError:  # not even the shape of an id
         raise PipelineNotFoundError(
-            f"pipeline {ref!r} not found (give its id or owner/name#ticket)"
+            f"pipeline {quoted(ref)} not found (give its id or owner/name#ticket)"
         ) from None
