@@ -3,6 +3,7 @@ name projects by repo, postgres:// URLs work, windows are checked, usage errors 
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -191,3 +192,28 @@ def test_a_huge_argument_is_cut_short_in_the_message(store_url: str, args: tuple
     line = one_line_error(result, result.exit_code)
     assert result.exit_code in (2, 3)
     assert len(line) < 400
+
+
+def test_a_bug_is_one_line_saying_so_and_debug_shows_where(
+    store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def list_projects(self: StateStore) -> None:
+        raise RuntimeError("boom\nsecond line")
+
+    monkeypatch.setattr(StateStore, "list_projects", list_projects)
+    line = one_line_error(run(store_url, "projects", "list"), 1, "unexpected RuntimeError: boom")
+    assert line.endswith("(run with --debug for the traceback)")
+    debug = run(store_url, "--debug", "projects", "list")
+    assert "Traceback" in debug.stderr
+    assert "list_projects" in debug.stderr
+
+
+def test_an_operating_system_error_is_one_line_not_a_bug(
+    store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def list_projects(self: StateStore) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device", "/var/out")
+
+    monkeypatch.setattr(StateStore, "list_projects", list_projects)
+    line = one_line_error(run(store_url, "projects", "list"), 1, "/var/out: No space left on device")
+    assert "unexpected" not in line

@@ -13,6 +13,7 @@ ClickException carrying the exit code) on its way out of the root group.
 
 from __future__ import annotations
 
+import errno
 import traceback
 from typing import Any
 
@@ -67,11 +68,12 @@ class Tool(Group):
                 raise self._failed(ctx, exc, "interrupted", 130) from None
             raise self._failed(ctx, exc, str(exc), exit_code(exc)) from exc
         except OSError as exc:
-            if isinstance(exc, BrokenPipeError):
+            if exc.errno == errno.EPIPE:
                 raise  # the reader went away (`export | head`): click's standalone mode stops quietly
-            raise self._failed(ctx, exc, _unexpected(exc), 1) from exc
+            where = f"{exc.filename}: " if exc.filename else ""
+            raise self._failed(ctx, exc, f"{where}{exc.strerror or exc}", 1) from exc
         except Exception as exc:  # a bug: still one line, the traceback with --debug
-            raise self._failed(ctx, exc, _unexpected(exc).splitlines()[0], 1) from exc
+            raise self._failed(ctx, exc, _unexpected(exc), 1) from exc
 
     @staticmethod
     def _usage(exc: click.UsageError) -> CommandFailed:
@@ -96,7 +98,10 @@ class Tool(Group):
 
 
 def _unexpected(exc: BaseException) -> str:
-    return f"unexpected {type(exc).__name__}: {exc} (run with --debug for the traceback)"
+    lines = str(exc).strip().splitlines()
+    return (
+        f"unexpected {type(exc).__name__}: {lines[0] if lines else ''} (run with --debug for the traceback)"
+    )
 
 
 @click.group(

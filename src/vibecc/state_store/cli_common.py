@@ -163,11 +163,6 @@ class Env:
             self._created.extend(created)
         return self._store
 
-    @property
-    def created(self) -> bool:
-        """True when this command created the database file."""
-        return bool(self._created)
-
     def engine(self, *, create: bool = False) -> Engine:
         """A plain engine that never migrates on its own, for the `db` commands."""
         if self._engine is None:

@@ -47,11 +47,6 @@ def one_line(value: str) -> str:
     return value.translate(_ESCAPES)
 
 
-def is_printable(value: str) -> bool:
-    """True when `value` holds nothing one_line() would escape."""
-    return one_line(value) == value
-
-
 def duration(seconds: float | None) -> str:
     """45s, 12m 03s, 2h 05m, 3d 4h; "-" when there is none."""
     if seconds is None:
