@@ -38,7 +38,7 @@ ORPHAN = "\x1b]0;pwn\x07"
 UNSAFE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 
 SCENARIOS: dict[str, list[tuple[str, ...]]] = {
-    "db upgrade": [(), ("{H}",)],
+    "db upgrade": [(), ("{H}",), ("@db={tmp}/{H}/new.db",), ("@db={tmp}/{P}/new.db",)],
     "db downgrade": [("{H}", "--yes"), ("0002",), ("@tty", "0002")],
     "db current": [(), ("--json",)],
     "db history": [(), ("--json",)],
@@ -57,7 +57,7 @@ SCENARIOS: dict[str, list[tuple[str, ...]]] = {
         ("acme/api", "--base-branch", "{H}"),
         ("{H}", "--name", "x"),
     ],
-    "projects delete": [("acme/web",), ("acme/web", "--yes"), ("@tty", "acme/api"), ("{H}",)],
+    "projects delete": [("acme/web",), ("acme/web", "--yes"), ("@tty", "acme/web"), ("{H}",)],
     "pipelines list": [(), ("--board",), ("--flat",), ("--json",), ("--project", "{H}"), ("--state", "{H}")],
     "pipelines show": [
         ("{pipeline}",),
@@ -90,6 +90,7 @@ SCENARIOS: dict[str, list[tuple[str, ...]]] = {
     "export": [(), ("--format", "csv"), ("--project", "{orphan}", "--format", "csv"), ("--project", "{H}")],
     "import": [
         ("{good}",),
+        ("@db={tmp}/{H}/imported.db", "{good}"),
         ("{bad}",),
         ("{raw}",),
         ("{tmp}/{P}missing.jsonl",),
@@ -103,7 +104,7 @@ SCENARIOS: dict[str, list[tuple[str, ...]]] = {
         ("--to", "{tmp}/{P}/copy2.db", "--json"),
     ],
     "report": [("--html", "-"), ("--html", "{tmp}/{P}/r.html"), ("--html", "-", "--project", "acme/gone")],
-    "demo": [(), ("--yes", "--tickets", "1")],
+    "demo": [(), ("--yes", "--tickets", "1"), ("@db={tmp}/{H}/demo.db", "--tickets", "1")],
 }
 
 
@@ -221,11 +222,12 @@ def test_no_control_character_reaches_the_terminal(
     db = hostile["db"]
     for scenario in SCENARIOS[command]:
         tty = scenario[:1] == ("@tty",)
-        args = [*words, *(a.format(**hostile) for a in scenario[tty:])]
-        _assert_clean(_invoke(db, args, tty=tty, monkeypatch=monkeypatch), " ".join(args))
+        other = scenario[0][4:].format(**hostile) if scenario[:1] and scenario[0].startswith("@db=") else None
+        args = [*words, *(a.format(**hostile) for a in scenario[tty or other is not None :])]
+        _assert_clean(_invoke(other or db, args, tty=tty, monkeypatch=monkeypatch), " ".join(args))
     # Whatever the command: an unknown option, a database path that is not there (with the
     # traceback of --debug), and its help.
-    first = [a.format(**hostile) for a in SCENARIOS[command][0] if a != "@tty"]
+    first = [a.format(**hostile) for a in SCENARIOS[command][0] if not a.startswith("@")]
     missing = f"{hostile['tmp']}/{P}/missing.db"
     for args in ([*words, f"--bogus{H}"], [*words, *first], ["--debug", *words, *first], [*words, "--help"]):
         location = db if args[-1] in ("--help",) or args[-1].startswith("--bogus") else missing
