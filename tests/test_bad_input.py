@@ -115,6 +115,8 @@ IMPORT_CHANGES: list[tuple[str, dict[str, Any], str]] = [
     ("duration-2**63-1", {"duration_seconds": 2**63 - 1}, "duration_seconds must be between"),
     ("duration-over-100-years", {"duration_seconds": 36_525 * 86_400 + 1}, "between 0 and 3155760000"),
     ("upper-state", {"final_state": "MERGED"}, "final_state must be.*'MERGED'"),
+    ("unfinished-state", {"final_state": "review"}, "is review; history holds merged or failed"),
+    ("queued-state", {"final_state": "queued"}, "is queued; history holds merged or failed"),
     ("empty-id", {"id": ""}, "id must not be empty"),
     ("long-id", {"id": "h" * 37}, "id must be at most 36"),
     ("long-project", {"project_id": "p" * 37}, "project_id must be at most 36"),

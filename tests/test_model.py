@@ -130,7 +130,7 @@ def _imported(ids: list[str]) -> st.SearchStrategy[PipelineHistory]:
         st.sampled_from((GHOST_PROJECT, UNKNOWN_ID)),
         st.sampled_from(("1", "2", "9")),
         LINE,
-        st.sampled_from(STATES),
+        st.sampled_from((PipelineState.MERGED, PipelineState.FAILED)),
         st.sampled_from(BRANCHES),
         st.none() | st.integers(min_value=1, max_value=99),
         st.tuples(RETRIES, RETRIES),

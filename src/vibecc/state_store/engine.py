@@ -65,6 +65,10 @@ def to_url(location: str | os.PathLike[str] | URL) -> URL:
         raise ValidationError("db_path must be a non-empty path or URL")
     if "\x00" in raw:
         raise ValidationError("db_path must not contain a NUL character")
+    try:
+        raw.encode("utf-8")
+    except UnicodeEncodeError:  # a file name that is not UTF-8: SQLite cannot be given it
+        raise ValidationError("db_path is not valid UTF-8 text") from None
     if raw == MEMORY:
         return make_url("sqlite://")
     if "://" not in raw:
@@ -74,7 +78,11 @@ def to_url(location: str | os.PathLike[str] | URL) -> URL:
                 "db_path looks like a libpq key=value connection string; give a URL instead: "
                 "postgresql://USER:PASSWORD@HOST:PORT/DBNAME"
             )
-        return URL.create("sqlite+pysqlite", database=str(Path(raw).expanduser().absolute()))
+        try:
+            path = Path(raw).expanduser()
+        except RuntimeError:  # ~name of a user this machine does not know
+            raise ValidationError("db_path starts with ~ naming a user this machine does not know") from None
+        return URL.create("sqlite+pysqlite", database=str(path.absolute()))
     if raw.partition("://")[2].partition("?")[0].count("@") > 1:
         raise ValidationError(_AMBIGUOUS_URL)
     url = _parse(raw)

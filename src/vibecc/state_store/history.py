@@ -214,6 +214,7 @@ class HistoryMixin(StoreBase):
             ValidationError: a record is not acceptable; earlier batches stay imported.
         """
         check.integer("batch_size", batch_size, minimum=1, maximum=MAX_BATCH)
+        check.callback("progress", progress)
         if isinstance(records, PipelineHistory | str | bytes) or not isinstance(records, Iterable):
             raise ValidationError(
                 f"records must be an iterable of PipelineHistory records, got {type(records).__name__}"
@@ -257,6 +258,7 @@ class HistoryMixin(StoreBase):
         """
         check.timestamp("before", before)
         check.integer("batch_size", batch_size, minimum=1, maximum=MAX_BATCH)
+        check.callback("progress", progress)
         if dry_run:
             return self.count_history(project_id, until=before)
         params, flags = _filters(project_id, None, None, before)
@@ -286,9 +288,13 @@ def check_history_record(record: Any) -> PipelineHistory:
         raise ValidationError(f"expected a PipelineHistory record, got {type(record).__name__}")
     check.identifier("id", record.id)
     check.identifier("project_id", record.project_id)
-    check.ticket_id(record.ticket_id)
+    check.stored_ticket_id("ticket_id", record.ticket_id)
     check.ticket_title(record.ticket_title)
-    check.state("final_state", record.final_state)
+    if not check.state("final_state", record.final_state).is_terminal:
+        raise ValidationError(
+            f"final_state of history record {record.id} is {PipelineState(record.final_state).value}; "
+            "history holds merged or failed pipelines only"
+        )
     check.branch("branch_name", record.branch_name)
     check.optional_integer("pr_id", record.pr_id, minimum=1)
     if record.pr_url is not None:

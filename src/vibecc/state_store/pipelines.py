@@ -259,10 +259,12 @@ def _require_finished(pipeline_id: str, state: PipelineState) -> None:
 
 
 def _check_pipeline_record(pipeline: Pipeline) -> None:
+    """Every field of a pipeline record handed back in (save_to_history)."""
     check.identifier("pipeline.id", pipeline.id)
     check.identifier("pipeline.project_id", pipeline.project_id)
-    check.ticket_id(pipeline.ticket_id)
+    check.stored_ticket_id("pipeline.ticket_id", pipeline.ticket_id)
     check.ticket_title(pipeline.ticket_title)
+    check.long_text("pipeline.ticket_body", pipeline.ticket_body)
     check.state("pipeline.state", pipeline.state)
     check.branch("pipeline.branch_name", pipeline.branch_name)
     check.optional_integer("pipeline.pr_id", pipeline.pr_id, minimum=1)
@@ -270,4 +272,8 @@ def _check_pipeline_record(pipeline: Pipeline) -> None:
         check.pr_url(pipeline.pr_url)
     check.retry_count("pipeline.retry_count_ci", pipeline.retry_count_ci)
     check.retry_count("pipeline.retry_count_review", pipeline.retry_count_review)
+    if pipeline.feedback is not None:
+        check.long_text("pipeline.feedback", pipeline.feedback)
     check.timestamp("pipeline.created_at", pipeline.created_at)
+    check.timestamp("pipeline.updated_at", pipeline.updated_at)
+    check.integer("pipeline.version", pipeline.version, minimum=1, maximum=check.MAX_INT32)

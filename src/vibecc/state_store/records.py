@@ -135,9 +135,24 @@ class HistoryCursor:
     completed_at: datetime
     id: str
 
+    def __post_init__(self) -> None:
+        moment, key = self.completed_at, self.id
+        if not isinstance(moment, datetime) or moment.utcoffset() is None:
+            shown = type(moment).__name__
+            raise ValidationError(f"a history cursor's completed_at must be an aware datetime, got {shown}")
+        try:
+            # Handed out in UTC like every timestamp of the store (a frozen record: set once here).
+            object.__setattr__(self, "completed_at", moment.astimezone(UTC))
+        except OverflowError:
+            raise ValidationError("a history cursor's completed_at is out of range in UTC") from None
+        if not isinstance(key, str) or not key:
+            raise ValidationError(f"a history cursor's id must be a non-empty str, got {type(key).__name__}")
+
     @classmethod
     def after(cls, record: PipelineHistory) -> HistoryCursor:
         """The cursor that continues a page ending with `record`."""
+        if not isinstance(record, PipelineHistory):
+            raise ValidationError(f"a cursor follows a PipelineHistory record, got {type(record).__name__}")
         return cls(record.completed_at, record.id)
 
     @classmethod

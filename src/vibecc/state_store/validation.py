@@ -152,6 +152,19 @@ def ticket_id(value: Any) -> str:
     return str(value)
 
 
+def stored_ticket_id(field: str, value: Any) -> str:
+    """The ticket id of a record handed back in (a str, as the store hands it out)."""
+    if not isinstance(value, str):
+        raise ValidationError(f"{field} must be a str, got {type(value).__name__} {_describe(value)}")
+    return ticket_id(value)
+
+
+def callback(field: str, value: Any) -> None:
+    """None or something callable (a progress callback)."""
+    if value is not None and not callable(value):
+        raise ValidationError(f"{field} must be callable or None, got {type(value).__name__}")
+
+
 def ticket_title(value: Any) -> str:
     return text("ticket_title", value, max_chars=MAX_TICKET_TITLE)
 
