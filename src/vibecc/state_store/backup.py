@@ -17,9 +17,10 @@ from pathlib import Path
 
 from sqlalchemy.engine import URL
 
-from .engine import private_folders, to_url
 from .errors import AlreadyExistsError, StorageError, ValidationError
+from .files import private_folders
 from .store import StateStore
+from .urls import to_url
 
 BackupProgress = Callable[[int, int], None]
 """Called with the pages copied so far and the pages in the database, after each step."""

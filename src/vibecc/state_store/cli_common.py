@@ -24,10 +24,11 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 
 from . import migrate
-from .engine import EngineOptions, describe, dialect_for, mask, to_url
+from .engine import EngineOptions, dialect_for
 from .errors import SchemaVersionError, StorageError, ValidationError
 from .formatting import one_line, plain
 from .store import StateStore
+from .urls import describe, mask, to_url
 
 DEFAULT_DB = "vibecc.db"
 PROG = "vibecc-state"

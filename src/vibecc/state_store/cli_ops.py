@@ -32,13 +32,14 @@ from .cli_common import (
 )
 from .cli_progress import progress
 from .cli_views import copy_table
-from .engine import mask, private_folders
 from .errors import StateStoreError
+from .files import private_folders
 from .history import MAX_BATCH
 from .report import collect
 from .report_html import render
 from .store import StateStore
 from .transfer import CopyReport, copy_store
+from .urls import mask
 
 
 @click.command()

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import math
-import os
-import re
 import sqlite3
 import threading
 import time
-import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -17,13 +14,14 @@ from typing import Any, cast
 
 from sqlalchemy import Connection, Engine, Table, create_engine, event, text
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError
+from sqlalchemy.engine import URL
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import StaticPool
 
-from .errors import SchemaVersionError, StorageError, ValidationError
+from .errors import SchemaVersionError, StorageError
+from .files import create_private_file, read_only_uri
+from .urls import MEMORY
 
-MEMORY = ":memory:"
 SQLITE_BUSY = 5
 SQLITE_LOCKED = 6
 SQLITE_READONLY = 8
@@ -47,120 +45,6 @@ class EngineOptions:
     connect_timeout: float = 10.0
     busy_timeout: float = 10.0
     statement_timeout: float | None = None
-
-
-def to_url(location: str | os.PathLike[str] | URL) -> URL:
-    """A path, ":memory:" or an SQLAlchemy URL, as a URL (relative paths made absolute).
-
-    Messages never quote the location: a malformed URL may hold a password anywhere.
-    """
-    if isinstance(location, URL):
-        return _supported(location)
-    if not isinstance(location, str | os.PathLike):
-        raise ValidationError(f"db_path must be a path or URL, got {type(location).__name__}")
-    raw = os.fspath(location)
-    if not isinstance(raw, str):
-        raise ValidationError(f"db_path must be a path or URL as text, got {type(raw).__name__}")
-    if not raw.strip():
-        raise ValidationError("db_path must be a non-empty path or URL")
-    if "\x00" in raw:
-        raise ValidationError("db_path must not contain a NUL character")
-    try:
-        raw.encode("utf-8")
-    except UnicodeEncodeError:  # a file name that is not UTF-8: SQLite cannot be given it
-        raise ValidationError("db_path is not valid UTF-8 text") from None
-    if raw == MEMORY:
-        return make_url("sqlite://")
-    if "://" not in raw:
-        if _LIBPQ_KEYWORD.search(raw):
-            # Taken as a file name it would create a file named after the password.
-            raise ValidationError(
-                "db_path looks like a libpq key=value connection string; give a URL instead: "
-                "postgresql://USER:PASSWORD@HOST:PORT/DBNAME"
-            )
-        try:
-            path = Path(raw).expanduser()
-        except RuntimeError:  # ~name of a user this machine does not know
-            raise ValidationError("db_path starts with ~ naming a user this machine does not know") from None
-        return URL.create("sqlite+pysqlite", database=str(path.absolute()))
-    if raw.partition("://")[2].partition("?")[0].count("@") > 1:
-        raise ValidationError(_AMBIGUOUS_URL)
-    url = _parse(raw)
-    if url is None:
-        raise ValidationError(f"db_path is not a valid database URL: {mask(raw)}")
-    if "@" in (url.host or "") or "@" in (url.database or ""):
-        raise ValidationError(_AMBIGUOUS_URL)
-    return _supported(url)
-
-
-# Keywords of a libpq connection string ("host=db1 dbname=vibecc password=..."), which a file
-# name would hardly begin with.
-_LIBPQ_KEYWORD = re.compile(
-    r"(?:^|\s)(?:host|hostaddr|port|dbname|user|password|passfile|sslmode|service|connect_timeout)\s*="
-)
-_AMBIGUOUS_URL = (
-    "db_path is a database URL whose user name or password holds an unencoded '@', so its host "
-    "cannot be told apart; percent-encode '@' as %40 (and '/' as %2F, '?' as %3F, '#' as %23)"
-)
-
-
-def _parse(raw: str) -> URL | None:
-    """make_url, or None when it fails. Its errors may quote the password (an unparseable
-    port, say), so they are not kept even as the context of the error raised instead."""
-    try:
-        # make_url raises ValueError too, e.g. for a port that is not a number.
-        return make_url(raw)
-    except (ArgumentError, ValueError):
-        return None
-
-
-def _supported(url: URL) -> URL:
-    backend = url.get_backend_name()
-    if backend == "postgres":  # the spelling many hosting services hand out
-        backend, url = "postgresql", url.set(drivername="postgresql+psycopg")
-    if backend not in ("sqlite", "postgresql"):
-        raise ValidationError(f"unsupported database {backend!r}; use sqlite or postgresql")
-    if backend == "postgresql" and url.get_driver_name() != "psycopg":
-        url = url.set(drivername="postgresql+psycopg")
-    if backend == "sqlite" and url.get_driver_name() != "pysqlite":
-        url = url.set(drivername="sqlite+pysqlite")
-    return url
-
-
-def mask(url: str | URL) -> str:
-    """The URL with its password (also one given as a query parameter) replaced by ***, safe
-    to print."""
-    parsed = _parse(url) if isinstance(url, str) else url
-    if parsed is None:
-        return "<unparseable database URL>"
-    hidden = {key for key in parsed.query if "pass" in key.lower()}
-    if hidden:
-        parsed = parsed.difference_update_query(hidden)
-    shown = parsed.render_as_string(hide_password=True)
-    return shown + "".join(f"{'&' if '?' in shown else '?'}{key}=***" for key in sorted(hidden))
-
-
-def same_database(a: URL, b: URL) -> bool:
-    """True when both URLs reach one database, however its location was spelled."""
-    if a.get_backend_name() != b.get_backend_name():
-        return False
-    if a.get_backend_name() == "sqlite":
-        if a.database in (None, "", MEMORY) or b.database in (None, "", MEMORY):
-            return False  # every in-memory store is a database of its own
-        try:
-            return os.path.samefile(str(a.database), str(b.database))
-        except OSError:
-            return False
-    return (a.host, a.port or 5432, a.database) == (b.host, b.port or 5432, b.database)
-
-
-def describe(url: URL) -> str:
-    """Host and database of a URL for messages; never the password."""
-    if url.get_backend_name() == "sqlite":
-        return f"SQLite database {url.database or MEMORY}"
-    host = url.host or "localhost"
-    port = f":{url.port}" if url.port else ""
-    return f"PostgreSQL database {url.database!r} on {host}{port} as user {url.username!r}"
 
 
 class Dialect:
@@ -235,8 +119,8 @@ class SQLiteDialect(Dialect):
             )
         else:
             path = Path(str(self.url.database))
-            _create_private_file(path)
-            uri = _read_only_uri(path)
+            create_private_file(path)
+            uri = read_only_uri(path)
             self.read_only = uri is not None
             creator = None
             if uri is not None:
@@ -500,47 +384,3 @@ def _retry_busy(action: Any, timeout: float) -> None:
                 raise
         time.sleep(delay)
         delay = min(delay * 2, 0.05)
-
-
-def _read_only_uri(path: Path) -> str | None:
-    """A read-only URI for a database this process may read but not change, else None.
-
-    SQLite cannot open a WAL database read-write when the file, or the folder that must hold
-    its -wal and -shm files, is read-only; opened mode=ro it can, and it sees every commit of
-    the process that writes it. immutable=1 (no locks, no -wal) only on a read-only file
-    system, where no process can write: anywhere else another process may write later and an
-    immutable reader would never see it.
-    """
-    if os.access(path, os.W_OK) and os.access(path.parent, os.W_OK):
-        return None
-    quoted = urllib.parse.quote(str(path))
-    if os.statvfs(path).f_flag & os.ST_RDONLY:
-        return f"file:{quoted}?mode=ro&immutable=1"
-    return f"file:{quoted}?mode=ro"
-
-
-def private_folders(folder: Path) -> None:
-    """Create `folder` and any missing parents readable, writable and searchable by the
-    owner only (0700, whatever the umask); folders that exist are left as they are.
-
-    Raises:
-        OSError: a folder cannot be created.
-    """
-    missing = [f for f in (folder, *folder.parents) if not f.exists()]
-    for f in reversed(missing):
-        f.mkdir(mode=0o700, exist_ok=True)
-        os.chmod(f, 0o700)  # mkdir's mode passes through the umask; this does not
-
-
-def _create_private_file(path: Path) -> None:
-    """Create the database file readable and writable by its owner only (SQLite gives its
-    -wal and -shm files the same mode), and any missing folders for the owner only."""
-    try:
-        private_folders(path.parent)
-        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
-    except FileExistsError:
-        return
-    except OSError as exc:
-        raise StorageError(f"cannot create SQLite database {path}: {exc.strerror}") from exc
-    os.fchmod(fd, 0o600)
-    os.close(fd)

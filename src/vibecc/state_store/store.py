@@ -16,11 +16,12 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from . import migrate
 from . import validation as check
 from .base import CLEAR, UNSET, StoreBase
-from .engine import ConnectionCache, EngineOptions, describe, dialect_for, mask, to_url
+from .engine import ConnectionCache, EngineOptions, dialect_for
 from .errors import StateStoreError, StorageError, ValidationError
 from .history import HistoryMixin
 from .pipelines import PipelinesMixin
 from .projects import ProjectsMixin
+from .urls import describe, mask, to_url
 
 __all__ = ["CLEAR", "UNSET", "StateStore"]
 

@@ -20,11 +20,11 @@ from sqlalchemy import Connection, Table, func, select
 
 from . import rows
 from . import validation as check
-from .engine import same_database
 from .errors import CopyVerificationError, TargetNotEmptyError, ValidationError
 from .history import MAX_BATCH
 from .models import deleted_projects, history, history_stats, pipelines, projects
 from .store import StateStore
+from .urls import same_database
 
 COPIED = (projects, pipelines, history, deleted_projects)
 """Tables copied row by row, parents first; history_stats is rebuilt and then compared."""
