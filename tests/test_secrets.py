@@ -35,6 +35,13 @@ MALFORMED: dict[str, Any] = {
     "query-password-unreachable": f"postgresql://vibecc@127.0.0.1:1/vibecc?password={SECRET}a",
     "postgres-scheme-unreachable": f"postgres://vibecc:{SECRET}a@127.0.0.1:1/vibecc",
     "control-characters": f"postgresql://vibecc:{SECRET}\x1b[31m@127.0.0.1:1/vibecc",
+    "one-slash": f"postgresql:/vibecc:{SECRET}a@127.0.0.1/vibecc",
+    "postgres-one-slash": f"postgres:/vibecc:{SECRET}a@127.0.0.1/vibecc",
+    "no-slash-with-driver": f"postgresql+psycopg:vibecc:{SECRET}a@127.0.0.1/vibecc",
+    "libpq-keyword-later": f"sslpassword={SECRET}a",
+    "libpq-keyword-upper-case": f"HOST=127.0.0.1 PASSWORD={SECRET}a",
+    "credentials-in-a-path": f"srv/vibecc:{SECRET}a@db.example/vibecc.db",
+    "query-port-not-a-number": f"postgresql://vibecc:{SECRET}a@127.0.0.1/vibecc?port={SECRET}b",
 }
 """Each is refused as bad input or fails to connect; none may show a piece of its password."""
 LIBRARY_ONLY: dict[str, Any] = {

@@ -209,3 +209,46 @@ def test_the_client_time_zone_changes_nothing(
         _client_zone(monkeypatch, client_zone)
         with StateStore(url) as store:
             assert _observe(store) == written, client_zone
+
+
+SESSION_DEFAULTS = [
+    # (database setting, client environment) that a session would otherwise start with
+    pytest.param("datestyle", "SQL, DMY", {}, id="database-datestyle-sql-dmy"),
+    pytest.param(None, None, {"PGDATESTYLE": "German"}, id="client-datestyle-german"),
+    pytest.param("intervalstyle", "sql_standard", {}, id="database-intervalstyle"),
+    pytest.param("client_encoding", "LATIN1", {}, id="database-client-encoding-latin1"),
+    pytest.param(None, None, {"PGCLIENTENCODING": "WIN1252"}, id="client-encoding-win1252"),
+    pytest.param(None, None, {"PGCLIENTENCODING": "SQL_ASCII"}, id="client-encoding-sql-ascii"),
+]
+
+
+@pytest.mark.parametrize(("setting", "value", "environment"), SESSION_DEFAULTS)
+def test_session_defaults_of_the_database_or_client_change_nothing(
+    pg_server: PostgresServer,
+    monkeypatch: pytest.MonkeyPatch,
+    setting: str | None,
+    value: str | None,
+    environment: dict[str, str],
+) -> None:
+    """DateStyle, IntervalStyle and the client encoding are the store's own in each session:
+    a database default or a client environment variable neither breaks a read nor a write."""
+    url = pg_server.create_database()
+    if setting is not None:
+        admin = create_engine(url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            database = conn.execute(text("SELECT current_database()")).scalar_one()
+            conn.execute(text(f"ALTER DATABASE \"{database}\" SET {setting} = '{value}'"))
+        admin.dispose()
+    for name, variable in environment.items():
+        monkeypatch.setenv(name, variable)
+    with StateStore(url) as store:
+        project = store.create_project("Défaut 😀", "acme/defaults")
+        pipeline = store.create_pipeline(project.id, 1, "Émoji 🚀 title", "main", ticket_body="ß ∑ 😀")
+        merged = store.update_pipeline(pipeline.id, state=PipelineState.MERGED)
+        assert store.get_pipeline(pipeline.id) == merged
+        record = store.archive_pipeline(pipeline.id)
+        edges = _edges(project.id)
+        store.import_history(edges)
+        assert store.get_history_record(record.id) == record
+        assert store.get_project(project.id) == project
+        assert store.get_history(limit=1000) == _newest_first([*(_in_utc(r) for r in edges), record])

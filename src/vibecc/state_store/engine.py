@@ -15,10 +15,10 @@ from typing import Any, cast
 from sqlalchemy import Connection, Engine, Table, create_engine, event, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.pool import StaticPool
 
-from .errors import SchemaVersionError, StorageError
+from .errors import SchemaVersionError, StateStoreError, StorageError, ValidationError
 from .files import create_private_file, read_only_uri
 from .urls import MEMORY
 
@@ -33,6 +33,9 @@ _SQLITE_VIOLATIONS = {2067: "unique", 1555: "unique", 787: "foreign_key"}
 _PG_VIOLATIONS = {"23505": "unique", "23503": "foreign_key"}
 # Any constant works; it only has to be the same in every process (ASCII "vibecc").
 _PG_MIGRATION_LOCK = 0x766962656363
+_SESSION_SETTINGS = "SET TIME ZONE 'UTC'; SET DateStyle = 'ISO, MDY'; SET IntervalStyle = 'postgres'"
+"""What every PostgreSQL session of the store runs with, whatever the server's, database's,
+role's or client environment's defaults."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,9 +200,13 @@ class PostgresDialect(Dialect):
         connect_args: dict[str, Any] = {
             "connect_timeout": max(1, int(options.connect_timeout)),
             "application_name": "vibecc-state-store",
+            # Sent when connecting, so it wins over PGCLIENTENCODING and database or role
+            # defaults before anything is read (SQLAlchemy's first query included).
+            "client_encoding": "utf8",
         }
         if options.statement_timeout is not None:
             connect_args["options"] = f"-c statement_timeout={int(options.statement_timeout * 1000):d}"
+        refused: StateStoreError | None = None
         try:
             engine = create_engine(
                 self.url,
@@ -210,9 +217,17 @@ class PostgresDialect(Dialect):
                 connect_args=connect_args,
             )
         except ImportError:
-            raise StorageError(
+            refused = StorageError(
                 "PostgreSQL needs the psycopg driver: pip install 'vibecc-state-store[postgres]'"
-            ) from None
+            )
+        except (ArgumentError, ValueError):
+            # e.g. ?port=abc. Raised outside this handler: SQLAlchemy's message quotes the
+            # value, which may be a password, and must not even be the error's context.
+            refused = ValidationError(
+                "db_path is not a valid PostgreSQL URL (a query parameter SQLAlchemy refuses)"
+            )
+        if refused is not None:
+            raise refused
 
         # SQLAlchemy's documented recipe for session settings on connect (see "Setting
         # Alternate Search Paths on Connect"); inserted first so it runs before anything else.
@@ -221,11 +236,13 @@ class PostgresDialect(Dialect):
             # Every session in UTC, whatever the server's default or the client's PGTZ: a
             # timestamp near year 1 or 9999 that is valid in UTC may not exist in another
             # zone, and psycopg hands out datetimes in the session's zone.
+            # DateStyle and IntervalStyle likewise: the driver parses ISO output only, and a
+            # database, role or PGDATESTYLE default may say otherwise.
             autocommit = dbapi_conn.autocommit
             dbapi_conn.autocommit = True
             cursor = dbapi_conn.cursor()
             try:
-                cursor.execute("SET TIME ZONE 'UTC'")
+                cursor.execute(_SESSION_SETTINGS)
             finally:
                 cursor.close()
                 dbapi_conn.autocommit = autocommit

@@ -38,11 +38,17 @@ def to_url(location: str | os.PathLike[str] | URL) -> URL:
     if raw == MEMORY:
         return make_url("sqlite://")
     if "://" not in raw:
+        # Taken as a file name, any of these would create a file named after the password.
         if _LIBPQ_KEYWORD.search(raw):
-            # Taken as a file name it would create a file named after the password.
             raise ValidationError(
                 "db_path looks like a libpq key=value connection string; give a URL instead: "
                 "postgresql://USER:PASSWORD@HOST:PORT/DBNAME"
+            )
+        if _URL_SCHEME.match(raw) or _CREDENTIALS.search(raw):
+            raise ValidationError(
+                "db_path looks like a database URL but is not one (a URL reads "
+                "postgresql://USER:PASSWORD@HOST:PORT/DBNAME or sqlite:///PATH); give a file path "
+                "or a whole URL"
             )
         try:
             path = Path(raw).expanduser()
@@ -59,11 +65,18 @@ def to_url(location: str | os.PathLike[str] | URL) -> URL:
     return _supported(url)
 
 
-# Keywords of a libpq connection string ("host=db1 dbname=vibecc password=..."), which a file
-# name would hardly begin with.
+# Keywords of a libpq connection string ("host=db1 dbname=vibecc password=..."), which no
+# file name holds after a space or at its start.
 _LIBPQ_KEYWORD = re.compile(
-    r"(?:^|\s)(?:host|hostaddr|port|dbname|user|password|passfile|sslmode|service|connect_timeout)\s*="
+    r"(?:^|\s)(?:host|hostaddr|port|dbname|user|password|passfile|sslmode|sslpassword|sslcert|"
+    r"sslkey|sslrootcert|sslcrl|service|connect_timeout|options|application_name|"
+    r"target_session_attrs|channel_binding|gssencmode|krbsrvname|requirepeer|client_encoding)\s*=",
+    re.IGNORECASE,
 )
+# A URL missing its "//" (postgresql:/user:pw@host/db, postgresql+psycopg:user:pw@host/db).
+_URL_SCHEME = re.compile(r"\s*(?:postgres|postgresql|sqlite)(?:\+\w+)?:", re.IGNORECASE)
+# user:password@ anywhere in something that is not a URL.
+_CREDENTIALS = re.compile(r"[^/:@\s]+:[^/@\s]*@")
 _AMBIGUOUS_URL = (
     "db_path is a database URL whose user name or password holds an unencoded '@', so its host "
     "cannot be told apart; percent-encode '@' as %40 (and '/' as %2F, '?' as %3F, '#' as %23)"
