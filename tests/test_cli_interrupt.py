@@ -202,3 +202,24 @@ def test_interrupted_follows_the_chain_of_causes() -> None:
         _rollback_failing_after_ctrl_c()
     assert interrupted(raised.value)
     assert not interrupted(StorageError("locked"))
+
+
+def test_ctrl_c_while_a_new_copy_target_is_created_leaves_nothing(
+    filled: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, engine_name: str
+) -> None:
+    """Ctrl-C can land while the new SQLite target is being made and migrated, before any row
+    is copied: the half-made file and the folders made for it go, and the message says so."""
+    from vibecc.state_store import migrate
+
+    target = tmp_path / "made" / "for" / "copy.db"
+    original = migrate.ensure_schema
+
+    def interrupted_migration(engine: Any, **kwargs: Any) -> None:
+        if engine.url.database == str(target):
+            raise KeyboardInterrupt
+        original(engine, **kwargs)
+
+    monkeypatch.setattr(migrate, "ensure_schema", interrupted_migration)
+    result = run(filled, "copy", "--to", str(target))
+    one_line_error(result, 130, "interrupted while creating", "nothing was written")
+    assert not (tmp_path / "made").exists()

@@ -156,6 +156,8 @@ def test_a_line_break_in_a_message_is_escaped_not_cut_off(tmp_path: Path) -> Non
     ("args", "code"),
     [
         (("report", "--html", ""), 2),
+        (("report", "--html", "reports/"), 2),
+        (("report", "--html", "."), 2),
         (("backup", ""), 2),
         (("copy", "--to", ""), 2),
         (("import", ""), 2),

@@ -243,7 +243,17 @@ def open_store(url: URL, upgrade: str, *, create: bool) -> tuple[StateStore, lis
     path = _sqlite_file(url)
     if path is not None and not path.exists() and create:
         made = [path, *(f for f in path.parents if not f.exists())]
-        return StateStore(url), made
+        try:
+            return StateStore(url), made
+        except BaseException as exc:
+            # Failed or interrupted (Ctrl-C) while making the new store: its schema was
+            # written in one transaction, rolled back, so nothing is lost by removing it.
+            _remove(made)
+            if isinstance(exc, KeyboardInterrupt):
+                raise Interrupted(
+                    f"interrupted while creating {one_line(str(path))}; nothing was written"
+                ) from None
+            raise
     require_file(url, upgrade)
     try:
         return StateStore(url, auto_migrate=False), []
@@ -276,12 +286,16 @@ def discard_if_empty(store: StateStore, created: list[Path]) -> None:
     except StorageError:
         empty = False
     store.close()
-    if not empty:
-        return
+    if empty:
+        _remove(created)
+
+
+def _remove(created: list[Path]) -> None:
+    """Remove a SQLite file with its side files, then the folders made for it, deepest first."""
     path, *folders = created
     for suffix in ("", "-wal", "-shm", "-journal"):
         Path(f"{path}{suffix}").unlink(missing_ok=True)
-    for folder in folders:  # deepest first
+    for folder in folders:
         try:
             folder.rmdir()
         except OSError:

@@ -34,6 +34,7 @@ from .cli_progress import progress
 from .cli_views import copy_table
 from .errors import StateStoreError
 from .files import private_folders
+from .formatting import one_line
 from .history import MAX_BATCH
 from .report import collect
 from .report_html import render
@@ -165,16 +166,16 @@ def _interrupted_copy(dst: StateStore) -> str:
 @click.command()
 @click.option(
     "--html",
-    "path",
+    "given",
     required=True,
-    type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
+    type=click.Path(dir_okay=False, allow_dash=True),
     help="File to write (- for stdout).",
 )
 @project_option
 @window_options
 @pass_env
 def report(
-    env: Env, path: Path, project_ref: str | None, since: datetime | None, until: datetime | None
+    env: Env, given: str, project_ref: str | None, since: datetime | None, until: datetime | None
 ) -> None:
     """Write a self-contained HTML report: throughput, durations, retries, the board, stats.
 
@@ -185,8 +186,10 @@ def report(
     Example:
       vibecc-state report --html reports/web.html --project acme/web --since 2025-01-01
     """
-    if not path.name:  # "" or "." (click makes "" a Path(".")), or a path ending in a folder
-        raise BadInput(f"--html needs a file name, got {str(path)!r}")
+    path = Path(given)
+    # "", ".", a folder ("reports/", which Path would turn into a file "reports").
+    if not path.name or given.endswith(("/", os.sep)):
+        raise BadInput(f"--html needs a file name, got {one_line(given)!r}")
     store = env.store()
     owner = history_owner(store, project_ref) if project_ref else None
     scope = (
