@@ -14,6 +14,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from vibecc.state_store import (
+    CopyReport,
     PipelineHistory,
     PipelineState,
     StateStore,
@@ -161,3 +162,35 @@ def test_two_copies_into_one_empty_store_copy_once(store: StateStore, fresh_db: 
     # the write lock), so their batches cannot interleave; the calls themselves overlapped.
     assert calls[0].started < calls[1].ended
     assert calls[1].started < calls[0].ended
+
+
+def test_a_write_into_the_target_waits_for_the_copy(store: StateStore, fresh_db: Any) -> None:
+    """A copy holds its target: an import into it that starts meanwhile commits only after the
+    copy committed and verified (and skips the ids the copy brought), never in between."""
+    project = store.create_project("Copy", "acme/copy")
+    records = _records(project.id, ROWS)
+    store.import_history(records, batch_size=1000)
+    target = fresh_db()
+    StateStore(target).close()
+    started = threading.Event()
+    calls: list[Call] = []
+
+    def copy() -> Any:
+        return copy_store(store, target, batch_size=BATCH, progress=lambda *_: started.set())
+
+    def write_into_target() -> Any:
+        started.wait(60)
+        with StateStore(target) as there:
+            extra = _records(project.id, ROWS + 50)[ROWS - 10 :]  # 10 being copied, 50 new
+            return there.import_history(extra)
+
+    report, imported = _both(copy, write_into_target, calls)
+
+    assert isinstance(report, CopyReport), report
+    assert imported.inserted == 50
+    assert imported.skipped == 10
+    assert calls[1].started < calls[0].ended, "the import did not start during the copy"
+    assert calls[1].ended >= calls[0].ended, "the import committed before the copy did"
+    with StateStore(target) as there:
+        assert there.count_history() == ROWS + 50
+        assert there.get_history_stats() == helpers.stats_of(there.iter_history())

@@ -209,3 +209,31 @@ def test_close_twice_and_from_several_threads_is_harmless(tmp_path: Path) -> Non
         closer.join(WAIT)
     store.close()
     assert _open_sqlite_files(str(tmp_path / "vibecc.db")) == []
+
+
+def test_a_second_close_returns_only_when_the_first_is_done(pg_server: Any) -> None:
+    """Two threads closing one store: neither returns while a call is still holding a session."""
+    url = pg_server.create_database()
+    store = StateStore(url)
+    project = store.create_project("Close", "acme/close")
+    pipeline = store.create_pipeline(project.id, 1, "t", "main")
+    holder = create_engine(url, poolclass=NullPool)
+    with holder.connect() as conn:
+        conn.execute(text("SELECT 1 FROM pipelines WHERE id = :id FOR UPDATE"), {"id": pipeline.id})
+        worker = threading.Thread(target=lambda: _expect_storage_error(store, pipeline.id))
+        worker.start()
+        _until(lambda: _waiting_on_lock(url), "the update to wait on the row lock")
+        first = threading.Thread(target=store.close)
+        first.start()
+        _until(lambda: store._closed, "the first close to begin")
+        store.close()  # the second: returns only once the first has closed everything
+        assert not worker.is_alive(), "the second close returned while a call was still running"
+        _until(lambda: _server_sessions(url) == 0, "the store's server sessions to end")
+        first.join(WAIT)
+        conn.rollback()
+    holder.dispose()
+
+
+def _expect_storage_error(store: StateStore, pipeline_id: str) -> None:
+    with pytest.raises(StorageError, match="closed"):
+        store.update_pipeline(pipeline_id, feedback="never")

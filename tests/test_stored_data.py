@@ -6,7 +6,9 @@ TypeError, OverflowError or ValueError, and nothing is written."""
 from __future__ import annotations
 
 import base64
+import dataclasses
 import sqlite3
+from datetime import datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -159,3 +161,53 @@ def test_upgrade_refuses_projects_whose_repos_differ_only_in_case(fresh_db: Any)
         engine.dispose()
     with StateStore(location) as store:
         assert [p.repo for p in store.list_projects()] == ["acme/widgets", "acme/other"]
+
+
+# -- time zones of the caller's own making ---------------------------------------------------------
+
+
+class _Offset(tzinfo):
+    """A tzinfo whose utcoffset() gives what it is told to, or raises."""
+
+    def __init__(self, offset: Any) -> None:
+        self.offset = offset
+
+    def utcoffset(self, dt: datetime | None) -> Any:
+        if isinstance(self.offset, Exception):
+            raise self.offset
+        return self.offset
+
+    def dst(self, dt: datetime | None) -> timedelta | None:
+        return None
+
+    def tzname(self, dt: datetime | None) -> str | None:
+        return "odd"
+
+
+ODD_ZONES = [
+    pytest.param(timedelta(hours=25), id="offset-over-a-day"),
+    pytest.param(5, id="offset-an-int"),
+    pytest.param(RuntimeError("broken zone"), id="utcoffset-raises"),
+]
+
+
+@pytest.mark.parametrize("offset", ODD_ZONES)
+def test_a_datetime_whose_zone_misbehaves_is_a_validation_error(
+    store: StateStore, store_url: str, offset: Any
+) -> None:
+    moment = datetime(2025, 1, 1, tzinfo=_Offset(offset))
+    project = store.create_project("P", "acme/p")
+    record = dataclasses.replace(helpers.history_record(project_id=project.id), completed_at=moment)
+    before = helpers.snapshot(store_url)
+    for call in (
+        lambda: store.get_history(since=moment),
+        lambda: store.get_history_stats(until=moment),
+        lambda: store.count_history(since=moment),
+        lambda: list(store.iter_history(until=moment)),
+        lambda: store.prune_history(before=moment),
+        lambda: store.import_history([record]),
+        lambda: HistoryCursor(moment, "some-id"),
+    ):
+        with pytest.raises(ValidationError, match=r"time zone|UTC offset|aware datetime|out of range"):
+            call()
+    assert helpers.snapshot(store_url) == before

@@ -258,9 +258,15 @@ class PostgresDialect(Dialect):
             raw.cancel()  # psycopg sends a cancel request on its own connection to the server
 
     def lock_for_copy(self, conn: Connection) -> None:
-        # Conflicts with itself and with every writer of projects, not with readers: a second
-        # copy waits, then finds the target no longer empty.
-        conn.execute(text("LOCK TABLE projects IN SHARE ROW EXCLUSIVE MODE"))
+        # Conflicts with itself and with every writer of these tables, not with readers: a
+        # second copy waits, then finds the target no longer empty, and an import, archive or
+        # create into the target waits until the copy is committed and verified.
+        conn.execute(
+            text(
+                "LOCK TABLE projects, pipelines, pipeline_history, deleted_projects, history_stats "
+                "IN SHARE ROW EXCLUSIVE MODE"
+            )
+        )
 
     def violation(self, exc: DBAPIError) -> str:
         return _PG_VIOLATIONS.get(getattr(exc.orig, "sqlstate", None) or "", "other")

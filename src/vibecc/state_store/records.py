@@ -137,7 +137,11 @@ class HistoryCursor:
 
     def __post_init__(self) -> None:
         moment, key = self.completed_at, self.id
-        if not isinstance(moment, datetime) or moment.utcoffset() is None:
+        try:
+            aware = isinstance(moment, datetime) and moment.utcoffset() is not None
+        except Exception:  # a tzinfo whose utcoffset() misbehaves
+            aware = False
+        if not aware:
             shown = type(moment).__name__
             raise ValidationError(f"a history cursor's completed_at must be an aware datetime, got {shown}")
         try:
@@ -145,6 +149,8 @@ class HistoryCursor:
             object.__setattr__(self, "completed_at", moment.astimezone(UTC))
         except OverflowError:
             raise ValidationError("a history cursor's completed_at is out of range in UTC") from None
+        except Exception:  # a tzinfo whose utcoffset() misbehaves
+            raise ValidationError("a history cursor's completed_at has no valid UTC offset") from None
         if not isinstance(key, str) or not key:
             raise ValidationError(f"a history cursor's id must be a non-empty str, got {type(key).__name__}")
 

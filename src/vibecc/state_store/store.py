@@ -63,6 +63,7 @@ class StateStore(ProjectsMixin, PipelinesMixin, HistoryMixin, StoreBase):
         statement_timeout: float | None = None,
     ) -> None:
         self._closed = True
+        self._disposed = True
         self._calls = 0
         self._in_flight: set[Connection] = set()
         self._calls_done = Condition()
@@ -83,7 +84,7 @@ class StateStore(ProjectsMixin, PipelinesMixin, HistoryMixin, StoreBase):
         self._connections = ConnectionCache(self._engine, self._dialect.max_idle)
         # The driver's own errors too: BEGIN and COMMIT go to the driver directly.
         self._database_errors = (SQLAlchemyError, OSError, self._engine.dialect.loaded_dbapi.Error)
-        self._closed = False
+        self._closed = self._disposed = False
         try:
             with self._translate():
                 migrate.ensure_schema(self._engine, auto_migrate=auto_migrate)
@@ -114,14 +115,21 @@ class StateStore(ProjectsMixin, PipelinesMixin, HistoryMixin, StoreBase):
         """
         with self._calls_done:
             if self._closed:
+                # Another thread is closing (or has closed) it: return when that is done too.
+                self._calls_done.wait_for(lambda: self._disposed)
                 return
             self._closed = True
             if not self._calls_done.wait_for(lambda: not self._calls, timeout=_CLOSE_GRACE):
                 for conn in self._in_flight:
                     self._dialect.interrupt(conn)
                 self._calls_done.wait_for(lambda: not self._calls)
-        self._connections.clear(closing=True)
-        self._engine.dispose()
+        try:
+            self._connections.clear(closing=True)
+            self._engine.dispose()
+        finally:
+            with self._calls_done:
+                self._disposed = True
+                self._calls_done.notify_all()
 
     def __enter__(self) -> StateStore:
         return self

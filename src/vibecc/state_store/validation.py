@@ -204,12 +204,18 @@ def state(field: str, value: Any) -> PipelineState:
 
 def timestamp(field: str, value: Any) -> datetime:
     """A timezone-aware datetime, as UTC (naive ones are refused: their zone is unknown)."""
-    if not isinstance(value, datetime) or value.utcoffset() is None:
+    if not isinstance(value, datetime):
         raise ValidationError(f"{field} must be a timezone-aware datetime, got {_describe(value)}")
     try:
-        return value.astimezone(UTC)
+        aware = value.utcoffset() is not None
+        converted = value.astimezone(UTC) if aware else None
     except OverflowError:
         raise ValidationError(f"{field} is out of range once converted to UTC: {_describe(value)}") from None
+    except Exception:  # a tzinfo of the caller's whose utcoffset() misbehaves
+        raise ValidationError(f"{field} has a time zone that gives no valid UTC offset") from None
+    if converted is None:
+        raise ValidationError(f"{field} must be a timezone-aware datetime, got {_describe(value)}")
+    return converted
 
 
 def identifier(field: str, value: Any) -> str:
