@@ -20,6 +20,7 @@ from vibecc.state_store import (
     PipelineNotFoundError,
     PipelineState,
     Project,
+    StaleVersionError,
     StateStore,
     ValidationError,
 )
@@ -117,15 +118,43 @@ def test_save_to_history_copies_pipeline(store: StateStore, project: Project) ->
 
 # Ages end well below the next whole second: the store reads the clock a moment after the test.
 @pytest.mark.parametrize(("age", "whole"), [(0.2, 0), (59.4, 59), (90.3, 90), (86400 * 3 + 1.2, 259201)])
-def test_duration_is_whole_seconds(store: StateStore, project: Project, age: float, whole: int) -> None:
+def test_duration_is_whole_seconds(
+    store: StateStore, project: Project, age: float, whole: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import vibecc.state_store.pipelines as pipelines_module
+
+    started = datetime.now(UTC) - timedelta(seconds=age)
+    monkeypatch.setattr(pipelines_module, "now", lambda: started)  # the pipeline began `age` ago
     pipeline = finished(store, project, 1, state="failed")
-    old = replace(pipeline, created_at=datetime.now(UTC) - timedelta(seconds=age))
+    monkeypatch.undo()
 
-    record = store.save_to_history(old)
+    record = store.save_to_history(pipeline)
 
-    assert record.started_at == old.created_at
+    assert record.started_at == pipeline.created_at == started
     assert record.duration_seconds == whole
     assert record.final_state is PipelineState.FAILED
+
+
+def test_save_to_history_saves_the_stored_pipeline_not_a_record_made_up(
+    store: StateStore, project: Project, store_url: str
+) -> None:
+    """A stale or forged record cannot put a pipeline into history as it never was."""
+    queued = store.create_pipeline(project.id, 1, "t", "b")
+    before = helpers.snapshot(store_url)
+
+    with pytest.raises(StaleVersionError, match="differs from the record given"):
+        store.save_to_history(replace(queued, state=PipelineState.MERGED))
+    with pytest.raises(PipelineNotFoundError, match="no-such-pipeline"):
+        store.save_to_history(replace(queued, id="no-such-pipeline", state=PipelineState.MERGED))
+    assert helpers.snapshot(store_url) == before
+    merged = store.update_pipeline(queued.id, state=PipelineState.MERGED)
+    current = store.update_pipeline(queued.id, feedback="done")
+    with pytest.raises(StaleVersionError, match="stored at version 3"):
+        store.save_to_history(merged)  # an older snapshot of it
+    assert store.count_history() == 0
+
+    assert store.save_to_history(current).final_state is PipelineState.MERGED
+    assert store.count_history() == 1
 
 
 def test_save_to_history_is_idempotent(store: StateStore, project: Project) -> None:

@@ -587,10 +587,16 @@ class StoreMachine(RuleBasedStateMachine):
         if not snapshot.state.is_terminal:
             expect_error(result, ValidationError)  # only finished pipelines go to history
             return
-        saved = ok(result)
         if snapshot.id in self.model.history:
-            assert saved == self.model.history[snapshot.id], "saving again returns the kept record"
+            assert ok(result) == self.model.history[snapshot.id], "saving again returns the kept record"
             return
+        if snapshot.id not in self.model.pipelines:
+            expect_error(result, PipelineNotFoundError)
+            return
+        if snapshot != self.model.pipelines[snapshot.id]:
+            expect_error(result, StaleVersionError)  # what is saved is the stored pipeline
+            return
+        saved = ok(result)
         assert saved == archived(snapshot, saved.completed_at)
         assert_utc(saved.completed_at)
         self.model.history[snapshot.id] = saved

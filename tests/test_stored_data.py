@@ -8,7 +8,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import sqlite3
-from datetime import datetime, timedelta, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +21,7 @@ from vibecc.state_store import (
     StateStore,
     StorageError,
     ValidationError,
+    copy_store,
     migrate,
 )
 
@@ -127,6 +128,50 @@ def test_a_hand_edited_history_timestamp_is_a_storage_error(tmp_path: Path) -> N
             list(store.iter_history())
 
 
+@pytest.mark.parametrize(
+    ("sql", "reads"),
+    [
+        ("UPDATE pipelines SET pr_id = 'abc'", "pipelines"),
+        ("UPDATE pipelines SET version = 'v'", "pipelines"),
+        ("UPDATE pipelines SET retry_count_ci = 1.5", "pipelines"),
+        ("UPDATE pipelines SET ticket_title = x'00ff'", "pipelines"),
+        ("UPDATE projects SET github_project_id = 1.5", "projects"),
+        ("UPDATE projects SET name = x'6e616d65'", "projects"),
+        ("UPDATE pipeline_history SET duration_seconds = 'long'", "history"),
+        ("UPDATE pipeline_history SET total_retries_review = 9.5", "history"),
+        ("UPDATE deleted_projects SET repo = x'00'", "deleted"),
+    ],
+)
+def test_a_value_of_the_wrong_type_in_a_row_is_a_storage_error_everywhere(
+    tmp_path: Path, sql: str, reads: str
+) -> None:
+    """SQLite keeps text in an integer column and bytes in a text one: the store reads such a
+    row as StorageError (in every read and in a copy), never as a record holding a str where
+    an int belongs."""
+    path = str(tmp_path / "vibecc.db")
+    with StateStore(path) as store:
+        project = store.create_project("P", "acme/p")
+        store.create_pipeline(project.id, 1, "t", "main")
+        store.import_history([helpers.history_record(project_id=project.id)])
+        gone = store.create_project("Gone", "acme/gone")
+        store.delete_project(gone.id)
+    _edit(path, sql)
+    with StateStore(path) as store:
+        read = {
+            "pipelines": lambda: store.list_pipelines(),
+            "projects": lambda: store.list_projects(),
+            "history": lambda: store.get_history(),
+            "deleted": lambda: store.list_deleted_projects(),
+        }[reads]
+        with pytest.raises(StorageError, match="stored"):
+            read()
+        if "duration_seconds" in sql:
+            with pytest.raises(StorageError, match="stored"):
+                store.get_duration_percentiles()
+        with pytest.raises(StorageError, match="stored"):
+            copy_store(store, str(tmp_path / "copy.db"))
+
+
 # -- migration 0003 ---------------------------------------------------------------------------------
 
 
@@ -211,3 +256,38 @@ def test_a_datetime_whose_zone_misbehaves_is_a_validation_error(
         with pytest.raises(ValidationError, match=r"time zone|UTC offset|aware datetime|out of range"):
             call()
     assert helpers.snapshot(store_url) == before
+
+
+def test_upgrade_refuses_history_the_store_would_refuse(fresh_db: Any) -> None:
+    """History an earlier store kept but this one refuses (an unfinished state, a negative
+    duration, a retry count out of range) is named, and nothing changes."""
+    location = fresh_db()
+    if "://" not in location:
+        Path(location).parent.mkdir(parents=True)
+    engine = create_engine(helpers.database_url(location))
+    rows = [("h-ok", "merged", 60, 0), ("h-queued", "queued", 60, 0), ("h-negative", "failed", -5, 0)]
+    rows.append(("h-retries", "merged", 60, 5_000_000))
+    try:
+        migrate.upgrade(engine, "0002")
+        with engine.begin() as conn:
+            for hid, state, duration, retries in rows:
+                conn.execute(
+                    text(
+                        "INSERT INTO pipeline_history (id, project_id, ticket_id, ticket_title, "
+                        "final_state, branch_name, total_retries_ci, total_retries_review, "
+                        "started_at, completed_at, duration_seconds) VALUES (:id, 'p', '1', 't', "
+                        ":state, 'main', :retries, 0, :at, :at, :duration)"
+                    ),
+                    {"id": hid, "state": state, "retries": retries, "duration": duration, "at": T_STORED},
+                )
+        before = helpers.snapshot(location)
+        refused = r"history records h-negative, h-queued, h-retries hold what the store refuses"
+        with pytest.raises(SchemaVersionError, match=refused):
+            StateStore(location)
+        assert helpers.snapshot(location) == before
+        assert migrate.current(engine) == "0002"
+    finally:
+        engine.dispose()
+
+
+T_STORED = datetime(2025, 1, 1, tzinfo=UTC)

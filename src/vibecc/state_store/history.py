@@ -13,7 +13,7 @@ from . import rows
 from . import statements as sql
 from . import validation as check
 from .base import StoreBase
-from .errors import HistoryNotFoundError, ValidationError
+from .errors import HistoryNotFoundError, StorageError, ValidationError
 from .records import (
     DurationPercentiles,
     HistoryCursor,
@@ -150,7 +150,10 @@ class HistoryMixin(StoreBase):
 
             def at(percent: int) -> float:
                 rank = max(1, math.ceil(percent / 100 * count))
-                return float(run.scalar(conn, sql.duration_at_rank(flags), {**params, "_offset": rank - 1}))
+                found = run.scalar(conn, sql.duration_at_rank(flags), {**params, "_offset": rank - 1})
+                if type(found) is not int:  # a hand-edited or damaged row
+                    raise StorageError(f"a stored duration_seconds is not an int: {str(found)[:40]!r}")
+                return float(found)
 
             return DurationPercentiles(p50=at(50), p95=at(95))
 

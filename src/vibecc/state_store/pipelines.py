@@ -199,25 +199,38 @@ class PipelinesMixin(StoreBase):
 
     def save_to_history(self, pipeline: Pipeline) -> PipelineHistory:
         """Copy a finished (MERGED or FAILED) pipeline into history, completed now; the
-        pipeline stays active.
+        pipeline stays active. What is saved is the stored pipeline, which must be the record
+        given (same version, same fields).
 
         Idempotent: saving the same pipeline again returns the existing record.
 
         Raises:
             ValidationError: the pipeline is not finished, or not a valid Pipeline record.
+            PipelineNotFoundError: no active pipeline (and no history record) has its id.
+            StaleVersionError: the stored pipeline is not the record given; nothing written.
         """
         if not isinstance(pipeline, Pipeline):
             raise ValidationError(f"pipeline must be a Pipeline record, got {type(pipeline).__name__}")
         _check_pipeline_record(pipeline)
         _require_finished(pipeline.id, check.state("pipeline.state", pipeline.state))
-        record = rows.history_from_pipeline(pipeline, now())
+        stamp = now()
         with self._write() as conn:
-            inserted = rows.insert_history(conn, self._dialect.name, [record])
-            if inserted:
-                return inserted[0]
             existing = rows.existing_history(conn, pipeline.id)
-        assert existing is not None, "a history row that blocked the insert has gone"
-        return existing
+            if existing is not None:
+                return existing
+            row = run.first(conn, sql.PIPELINE_BY_ID, {"id": pipeline.id})
+            if row is None:
+                raise PipelineNotFoundError(f"pipeline {pipeline.id} not found")
+            stored = rows.pipeline(row)
+            if stored != pipeline:
+                raise StaleVersionError(
+                    f"pipeline {pipeline.id} is stored at version {stored.version} and differs from "
+                    "the record given; nothing written"
+                )
+            inserted = rows.insert_history(
+                conn, self._dialect.name, [rows.history_from_pipeline(stored, stamp)]
+            )
+        return inserted[0]
 
     def archive_pipeline(self, pipeline_id: str) -> PipelineHistory:
         """Move a finished (MERGED or FAILED) pipeline into history and delete it, in one

@@ -88,7 +88,7 @@ class ProjectsMixin(StoreBase):
         """Every deleted project as it was named when deleted, oldest deletion first: its
         history stays, and this names it (get_history(project_id=...) still finds it)."""
         with self._read() as conn:
-            return [DeletedProject(*row) for row in run.rows(conn, sql.DELETED_PROJECTS, {})]
+            return [rows.deleted_project(row) for row in run.rows(conn, sql.DELETED_PROJECTS, {})]
 
     def update_project(
         self,

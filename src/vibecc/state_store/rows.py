@@ -7,7 +7,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import fields
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar, get_args, get_type_hints
 
 from sqlalchemy import Connection, Row
 
@@ -15,27 +15,62 @@ from . import compiled as run
 from . import statements as sql
 from . import validation as check
 from .errors import StorageError
-from .records import HistoryStats, Pipeline, PipelineHistory, PipelineState, Project
+from .records import DeletedProject, HistoryStats, Pipeline, PipelineHistory, PipelineState, Project
+
+R = TypeVar("R", Project, Pipeline, PipelineHistory, DeletedProject)
 
 _STATES = {state.value: state for state in PipelineState}
 _PIPELINE_STATE_AT = [f.name for f in fields(Pipeline)].index("state")
 _HISTORY_STATE_AT = [f.name for f in fields(PipelineHistory)].index("final_state")
 
 
+def _kinds(record: type) -> list[tuple[int, str, type, bool]]:
+    """(position, field, Python type, may be None) of each field a row must hold exactly."""
+    hints = get_type_hints(record)
+    kinds = []
+    for at, f in enumerate(fields(record)):
+        options = get_args(hints[f.name]) or (hints[f.name],)
+        kind = next(o for o in options if o is not type(None))
+        if kind is not PipelineState:  # checked by state()
+            kinds.append((at, f.name, kind, type(None) in options))
+    return kinds
+
+
+_KINDS = {record: _kinds(record) for record in (Project, Pipeline, PipelineHistory, DeletedProject)}
+
+
+def _checked(record: type[R], values: Sequence[Any]) -> R:
+    """The record of a row, when every value is of its field's type. SQLite keeps whatever a
+    hand edit or a damaged file puts in a column (text in an integer column, say): such a row
+    is a StorageError, not a record with a str for a version."""
+    for at, name, kind, nullable in _KINDS[record]:
+        value = values[at]
+        if type(value) is not kind and not (nullable and value is None):
+            shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+            raise StorageError(
+                f"a stored {record.__name__} has a {name} that is not a {kind.__name__}: {shown}"
+            )
+    return record(*values)
+
+
 def project(row: Row[Any] | Sequence[Any]) -> Project:
-    return Project(*row)
+    return _checked(Project, row)
+
+
+def deleted_project(row: Row[Any] | Sequence[Any]) -> DeletedProject:
+    return _checked(DeletedProject, row)
 
 
 def pipeline(row: Row[Any] | Sequence[Any]) -> Pipeline:
     values = list(row)
     values[_PIPELINE_STATE_AT] = state(values[_PIPELINE_STATE_AT])
-    return Pipeline(*values)
+    return _checked(Pipeline, values)
 
 
 def history_record(row: Row[Any] | Sequence[Any]) -> PipelineHistory:
     values = list(row)
     values[_HISTORY_STATE_AT] = state(values[_HISTORY_STATE_AT])
-    return PipelineHistory(*values)
+    return _checked(PipelineHistory, values)
 
 
 def state(stored: Any) -> PipelineState:

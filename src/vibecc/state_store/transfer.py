@@ -20,7 +20,7 @@ from sqlalchemy import Connection, Table, func, select
 
 from . import rows
 from . import validation as check
-from .errors import CopyVerificationError, TargetNotEmptyError, ValidationError
+from .errors import CopyVerificationError, StorageError, TargetNotEmptyError, ValidationError
 from .history import MAX_BATCH
 from .models import deleted_projects, history, history_stats, pipelines, projects
 from .store import StateStore
@@ -29,6 +29,12 @@ from .urls import same_database
 COPIED = (projects, pipelines, history, deleted_projects)
 """Tables copied row by row, parents first; history_stats is rebuilt and then compared."""
 VERIFIED = (*COPIED, history_stats)
+_RECORD_OF: dict[str, Callable[[Any], Any]] = {
+    projects.name: rows.project,
+    pipelines.name: rows.pipeline,
+    history.name: rows.history_record,
+    deleted_projects.name: rows.deleted_project,
+}
 CopyProgress = Callable[[str, int], None]
 """Called with a table name and the rows just copied into it."""
 
@@ -141,12 +147,12 @@ def _copy_tables(
     for table in COPIED:
         digest = _Checksum()
         for batch in _stream(source, table, batch_size):
+            # Read as records first: a hand-edited or damaged row is a StorageError, not copied on.
+            records = [_RECORD_OF[table.name](row) for row in batch]
             digest.add_all(batch)
             target.execute(table.insert(), [row._asdict() for row in batch])
             if table is history:
-                rows.bump_stats(
-                    target, dst._dialect.name, [rows.history_record(row) for row in batch], sign=1
-                )
+                rows.bump_stats(target, dst._dialect.name, records, sign=1)
             if progress is not None:
                 progress(table.name, len(batch))
         sums[table.name] = digest.result()
@@ -188,4 +194,5 @@ class _Checksum:
 def _canonical(value: Any) -> str:
     if isinstance(value, datetime):
         return value.isoformat()
-    raise TypeError(f"cannot checksum {type(value).__name__}")
+    # Only a hand-edited or damaged row holds anything else (bytes in a text column, say).
+    raise StorageError(f"a stored value cannot be copied: a {type(value).__name__}")

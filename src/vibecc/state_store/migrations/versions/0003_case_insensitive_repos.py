@@ -1,4 +1,6 @@
-"""One project per repository however it is spelt; deleted projects keep their name and repo.
+"""One project per repository however it is spelt; deleted projects keep their name and repo;
+history the store would refuse (an unfinished state, a duration or retry count out of range)
+is named and refused before anything changes.
 
 Revision ID: 0003
 Revises: 0002
@@ -40,10 +42,44 @@ def _refuse_repos_differing_in_case() -> None:
         )
 
 
+# The store's limits when this revision was written: its own copy, so later edits change nothing.
+_MAX_DURATION_SECONDS = 36_525 * 86_400
+_MAX_RETRY_COUNT = 1_000_000
+
+
+def _refuse_history_out_of_range() -> None:
+    """An earlier store could keep history rows the store now refuses to import: they would
+    break the export -> import round trip and the kept totals. Name them instead."""
+    history = sa.table(
+        "pipeline_history",
+        sa.column("id"),
+        sa.column("final_state"),
+        sa.column("duration_seconds"),
+        sa.column("total_retries_ci"),
+        sa.column("total_retries_review"),
+    )
+    c = history.c
+    bad = sa.or_(
+        c.final_state.not_in(["merged", "failed"]),
+        sa.not_(c.duration_seconds.between(0, _MAX_DURATION_SECONDS)),
+        sa.not_(c.total_retries_ci.between(0, _MAX_RETRY_COUNT)),
+        sa.not_(c.total_retries_review.between(0, _MAX_RETRY_COUNT)),
+    )
+    found = op.get_bind().execute(sa.select(c.id).where(bad).order_by(c.id).limit(11)).scalars().all()
+    if found:
+        shown = ", ".join(found[:10]) + (" and more" if len(found) > 10 else "")
+        raise SchemaVersionError(
+            f"cannot upgrade: history records {shown} hold what the store refuses (a state other "
+            "than merged or failed, a negative duration or one over 100 years, or a retry count "
+            "outside 0..1000000); correct or delete them and upgrade again"
+        )
+
+
 def upgrade() -> None:
     if not context.is_offline_mode():
         # Offline there are no rows to look at; a DBA running the SQL gets the index error.
         _refuse_repos_differing_in_case()
+        _refuse_history_out_of_range()
     op.create_index("uq_projects_lower_repo", "projects", [sa.text("lower(repo)")], unique=True)
     op.create_table(
         "deleted_projects",
