@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import sqlite3
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -157,7 +158,7 @@ def test_a_value_of_the_wrong_type_in_a_row_is_a_storage_error_everywhere(
         store.delete_project(gone.id)
     _edit(path, sql)
     with StateStore(path) as store:
-        read = {
+        read: Callable[[], object] = {
             "pipelines": lambda: store.list_pipelines(),
             "projects": lambda: store.list_projects(),
             "history": lambda: store.get_history(),
