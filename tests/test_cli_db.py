@@ -68,3 +68,9 @@ def test_db_sql_renders_the_full_upgrade_for_postgresql() -> None:
     result = run(PG_UNREACHABLE, "db", "sql")
     assert result.exit_code == 0, result.stderr
     assert "CREATE TABLE history_stats" in result.stdout
+
+
+@pytest.mark.parametrize(("revision", "start"), [("0002", "0003"), ("0002", "0002"), ("head", "0003")])
+def test_db_sql_from_a_revision_not_older_than_the_target_is_refused(revision: str, start: str) -> None:
+    """Nothing to render: saying so beats printing nothing and exiting 0."""
+    one_line_error(run(PG_UNREACHABLE, "db", "sql", revision, "--from", start), 2, "must be older than")

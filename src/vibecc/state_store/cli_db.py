@@ -13,6 +13,7 @@ from rich.text import Text
 
 from . import migrate
 from .cli_common import (
+    BadInput,
     CommandFailed,
     Env,
     Group,
@@ -27,6 +28,7 @@ from .cli_common import (
     yes_option,
 )
 from .errors import ValidationError
+from .formatting import one_line
 
 
 @contextmanager
@@ -201,6 +203,12 @@ def sql(env: Env, revision: str, start: str | None) -> None:
     Example:
       vibecc-state --db postgresql://dba@db.example/vibecc db sql > upgrade.sql
     """
+    if start is not None:
+        order = [r.revision for r in migrate.revisions()]
+        target = order[-1] if revision == "head" else revision
+        if start in order and target in order and order.index(start) >= order.index(target):
+            shown = f"--from {one_line(start)} must be older than {one_line(target)}"
+            raise BadInput(f"{shown}: nothing to upgrade")
     with _alembic_errors():
         text = migrate.upgrade_sql(env.url.get_backend_name(), revision, start)
     say_lines(text)
