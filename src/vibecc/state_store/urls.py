@@ -44,7 +44,7 @@ def to_url(location: str | os.PathLike[str] | URL) -> URL:
                 "db_path looks like a libpq key=value connection string; give a URL instead: "
                 "postgresql://USER:PASSWORD@HOST:PORT/DBNAME"
             )
-        if _URL_SCHEME.match(raw) or _CREDENTIALS.search(raw):
+        if _URL_SCHEME.match(raw) or _has_credentials(raw):
             raise ValidationError(
                 "db_path looks like a database URL but is not one (a URL reads "
                 "postgresql://USER:PASSWORD@HOST:PORT/DBNAME or sqlite:///PATH); give a file path "
@@ -75,8 +75,13 @@ _LIBPQ_KEYWORD = re.compile(
 )
 # A URL missing its "//" (postgresql:/user:pw@host/db, postgresql+psycopg:user:pw@host/db).
 _URL_SCHEME = re.compile(r"\s*(?:postgres|postgresql|sqlite)(?:\+\w+)?:", re.IGNORECASE)
-# user:password@ anywhere in something that is not a URL.
-_CREDENTIALS = re.compile(r"[^/:@\s]+:[^/@\s]*@")
+
+
+def _has_credentials(raw: str) -> bool:
+    """user:password@ in something that is not a URL: a ':' before an '@' (checked without a
+    regex, which would take quadratic time on a long string)."""
+    at = raw.find("@")
+    return at > 0 and ":" in raw[:at]
 _AMBIGUOUS_URL = (
     "db_path is a database URL whose user name or password holds an unencoded '@', so its host "
     "cannot be told apart; percent-encode '@' as %40 (and '/' as %2F, '?' as %3F, '#' as %23)"
