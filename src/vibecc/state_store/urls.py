@@ -82,6 +82,8 @@ def _has_credentials(raw: str) -> bool:
     regex, which would take quadratic time on a long string)."""
     at = raw.find("@")
     return at > 0 and ":" in raw[:at]
+
+
 _AMBIGUOUS_URL = (
     "db_path is a database URL whose user name or password holds an unencoded '@', so its host "
     "cannot be told apart; percent-encode '@' as %40 (and '/' as %2F, '?' as %3F, '#' as %23)"
