@@ -228,7 +228,7 @@ def _complete(location: str, rows: int) -> bool:
     with StateStore(location) as store:
         if store.count_history() != rows:
             return False
-        drift = migrate.check(store._engine)
+        drift = migrate.check(store.database.engine)
     if drift:
         print(f"# cached data set differs from the current schema ({drift[0]}); building it again")
     return not drift

@@ -4,50 +4,35 @@ the driver (EXPLAIN QUERY PLAN on SQLite, EXPLAIN (ANALYZE, BUFFERS) on PostgreS
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from datetime import datetime
-from itertools import islice
 from typing import Any
+
+from sqlalchemy import event
 
 from bench.direct import DirectPostgres, DirectSQLite
 from vibecc.state_store import HistoryCursor, PipelineState, StateStore
-from vibecc.state_store import compiled as run
+from vibecc.state_store.queries import history
 
 Statement = tuple[str, Any]
 """SQL in the driver's parameter style, and its parameters."""
 
 
-class Captured:
-    """The last SELECT the store ran on the driver during a call: its compiled statement and
-    the parameters it was given, so it can be explained again with another cursor."""
+def captured(store: StateStore, call: Callable[[], Any]) -> Statement | None:
+    """The last SELECT the store sends to the driver during `call` (None if none), as
+    SQLAlchemy's before_cursor_execute event hands it over: SQL and driver parameters."""
+    seen: list[Statement] = []
 
-    def __init__(self, compiled: run.Compiled, params: Mapping[str, Any]) -> None:
-        self.compiled = compiled
-        self.params = dict(params)
+    def record(conn: Any, cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        if statement.lstrip().upper().startswith("SELECT"):
+            seen.append((statement, parameters))
 
-    def statement(self, **override: Any) -> Statement:
-        return self.compiled.sql, self.compiled.arguments({**self.params, **override})
-
-
-def captured(call: Callable[[], Any]) -> Captured | None:
-    """What the store sends to the driver for the last SELECT of `call` (None if nothing).
-
-    The bench looks inside on purpose: every call runs its statements through
-    compiled._execute, past SQLAlchemy's execution events.
-    """
-    seen: list[Captured] = []
-    original = run._execute
-
-    def record(conn: Any, compiled: run.Compiled, params: Mapping[str, Any]) -> Any:
-        if compiled.sql.lstrip().upper().startswith("SELECT"):
-            seen.append(Captured(compiled, params))
-        return original(conn, compiled, params)
-
-    run._execute = record
+    engine = store.database.engine
+    event.listen(engine, "before_cursor_execute", record)
     try:
         call()
     finally:
-        run._execute = original
+        event.remove(engine, "before_cursor_execute", record)
     return seen[-1] if seen else None
 
 
@@ -83,17 +68,16 @@ def explain(
     }
     statements: dict[str, Statement] = {}
     for name, (call, same_sql) in calls.items():
-        seen = captured(call)
+        seen = captured(store, call)
         # Should the store ever run a statement elsewhere, the baseline's copy stands in.
-        statements[name if seen else f"{name} (the baseline's copy of the store's SQL)"] = (
-            seen.statement() if seen else same_sql
-        )
-    # The second batch of iter_history is the keyset one; explained with the deep cursor.
-    batch = captured(lambda: list(islice(store.iter_history(batch_size=1000), 1001)))
+        statements[name if seen else f"{name} (the baseline's copy of the store's SQL)"] = seen or same_sql
+    # An iter_history batch after the first is the keyset one: the query function it runs,
+    # continued after the deep cursor.
+    batch = captured(
+        store, lambda: store.database.read(lambda conn: history.scan(conn, history.Filter(), 1000, scan_at))
+    )
     if batch is not None:
-        statements["iter_history batch of 1,000 after the deep cursor"] = batch.statement(
-            _at=scan_at.completed_at, _id=scan_at.id
-        )
+        statements["iter_history batch of 1,000 after the deep cursor"] = batch
     statements["10,000-deep page without the completed_at bound (before ddce41c), on the driver"] = (
         direct.history_query(project, 100, before=cursor, bounded=False)
     )

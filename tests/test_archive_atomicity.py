@@ -1,8 +1,8 @@
 """archive_pipeline and delete_project are one transaction: a failure part-way changes nothing.
 
-The failure is injected into vibecc.state_store.rows, which store.py calls as
-`rows.insert_history(...)` after deleting the pipeline rows: either instead of the history
-insert, right after it, or in the stats update it makes.
+The failure is injected into the query functions store.py calls after deleting the pipeline
+rows (queries.history.insert): either instead of the history insert, right after it, or in
+the stats update it makes (queries.stats.bump).
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from vibecc.state_store import Pipeline, PipelineState, Project, StateStore, rows
+from vibecc.state_store import Pipeline, PipelineState, Project, StateStore
+from vibecc.state_store.queries import history, stats
 
 if TYPE_CHECKING:
     from tests import helpers
@@ -36,11 +37,11 @@ def _insert_then_fail(real: Callable[..., Any]) -> Callable[..., Any]:
 
 def inject(monkeypatch: pytest.MonkeyPatch, where: str) -> None:
     if where == "instead_of_history_insert":
-        monkeypatch.setattr(rows, "insert_history", _fail)
+        monkeypatch.setattr(history, "insert", _fail)
     elif where == "after_history_insert":
-        monkeypatch.setattr(rows, "insert_history", _insert_then_fail(rows.insert_history))
+        monkeypatch.setattr(history, "insert", _insert_then_fail(history.insert))
     else:
-        monkeypatch.setattr(rows, "bump_stats", _fail)
+        monkeypatch.setattr(stats, "bump", _fail)
 
 
 WHERE = ["instead_of_history_insert", "after_history_insert", "in_stats_update"]

@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from vibecc.state_store import StateStore, StorageError, ValidationError
-from vibecc.state_store.backup import BackupExistsError, backup_sqlite
+from vibecc.state_store import BackupExistsError, StateStore, StorageError, ValidationError
+from vibecc.state_store.ops.backup import backup_sqlite
 
 if TYPE_CHECKING:
     from tests.test_cli import Done, add_history, as_json, ok, one_line_error, run

@@ -33,7 +33,7 @@ from vibecc.state_store import (
     StateStore,
     ValidationError,
 )
-from vibecc.state_store import validation as check
+from vibecc.state_store import rules as check
 
 if TYPE_CHECKING:
     from tests import helpers

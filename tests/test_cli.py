@@ -22,15 +22,9 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
-from vibecc.state_store import (
-    PipelineHistory,
-    PipelineState,
-    ProjectNotFoundError,
-    StateStore,
-    cli_common,
-    migrate,
-)
+from vibecc.state_store import PipelineHistory, PipelineState, ProjectNotFoundError, StateStore, migrate
 from vibecc.state_store.cli import cli
+from vibecc.state_store.cli import common as cli_common
 
 T0 = datetime(2025, 3, 4, 5, 6, 7, 123456, tzinfo=UTC)
 PG_UNREACHABLE = "postgresql://vibecc:s3cret-pw@127.0.0.1:1/vibecc_prod"
@@ -221,7 +215,7 @@ def test_a_malformed_database_url_is_bad_input_without_its_password(
     monkeypatch: pytest.MonkeyPatch, args: tuple[str, ...], raw_value_error: bool
 ) -> None:
     if raw_value_error:  # as make_url raises it when the library does not translate it
-        from vibecc.state_store import cli_common
+        from vibecc.state_store.cli import common as cli_common
 
         def to_url(location: object) -> object:
             raise ValueError(f"invalid literal for int() with base 10: {location!r}")

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from vibecc.state_store import PipelineHistory, PipelineState, StateStore
-from vibecc.state_store.exchange import HISTORY_FIELDS, read_history
+from vibecc.state_store.ops.exchange import HISTORY_FIELDS, read_history
 
 if TYPE_CHECKING:
     from tests.helpers import snapshot

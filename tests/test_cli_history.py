@@ -12,9 +12,11 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from click.testing import CliRunner
 
-from vibecc.state_store import StateStore, cli_args, cli_common
+from vibecc.state_store import StateStore
+from vibecc.state_store.cli import args as cli_args
 from vibecc.state_store.cli import cli
-from vibecc.state_store.cli_args import DATE
+from vibecc.state_store.cli import common as cli_common
+from vibecc.state_store.cli.args import DATE
 
 if TYPE_CHECKING:
     from tests.helpers import snapshot

@@ -20,8 +20,9 @@ import click
 import pytest
 from click.testing import CliRunner, Result
 
-from vibecc.state_store import StateStore, cli_common
+from vibecc.state_store import StateStore
 from vibecc.state_store.cli import cli
+from vibecc.state_store.cli import common as cli_common
 
 if TYPE_CHECKING:
     from tests.test_cli import Done, history
@@ -185,7 +186,7 @@ def _hostile_title(record: Any) -> Any:
 
 
 def _json(record: Any) -> dict[str, Any]:
-    from vibecc.state_store.exchange import to_dict
+    from vibecc.state_store.ops.exchange import to_dict
 
     return to_dict(record)
 

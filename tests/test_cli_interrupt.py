@@ -13,16 +13,13 @@ from typing import TYPE_CHECKING, Any
 import click
 import pytest
 
-from vibecc.state_store import (
-    StateStore,
-    StorageError,
-    cli_common,
-    cli_exchange,
-    cli_ops,
-    cli_progress,
-    exchange,
-)
-from vibecc.state_store.cli_common import interrupted
+from vibecc.state_store import StateStore, StorageError
+from vibecc.state_store.cli import common as cli_common
+from vibecc.state_store.cli import exchange as cli_exchange
+from vibecc.state_store.cli import ops as cli_ops
+from vibecc.state_store.cli import progress as cli_progress
+from vibecc.state_store.cli.common import interrupted
+from vibecc.state_store.ops import exchange
 
 if TYPE_CHECKING:
     from tests.helpers import snapshot

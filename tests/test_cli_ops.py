@@ -11,8 +11,9 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from vibecc.state_store import CopyVerificationError, PipelineState, StateStore, cli_ops
-from vibecc.state_store.demo import REPO, SAMPLE
+from vibecc.state_store import CopyVerificationError, PipelineState, StateStore
+from vibecc.state_store.cli import ops as cli_ops
+from vibecc.state_store.cli.scenario import REPO, SAMPLE
 
 if TYPE_CHECKING:
     from tests.conftest import PostgresServer

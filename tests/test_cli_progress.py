@@ -12,8 +12,10 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from vibecc.state_store import StateStore, cli_common, cli_progress
-from vibecc.state_store.cli_progress import Meter
+from vibecc.state_store import StateStore
+from vibecc.state_store.cli import common as cli_common
+from vibecc.state_store.cli import progress as cli_progress
+from vibecc.state_store.cli.progress import Meter
 
 if TYPE_CHECKING:
     from tests.test_cli import Done, add_history, ok, run

@@ -225,7 +225,7 @@ def test_a_second_close_returns_only_when_the_first_is_done(pg_server: Any) -> N
         _until(lambda: _waiting_on_lock(url), "the update to wait on the row lock")
         first = threading.Thread(target=store.close)
         first.start()
-        _until(lambda: store._closed, "the first close to begin")
+        _until(lambda: store.database.closed, "the first close to begin")
         store.close()  # the second: returns only once the first has closed everything
         assert not worker.is_alive(), "the second close returned while a call was still running"
         _until(lambda: _server_sessions(url) == 0, "the store's server sessions to end")

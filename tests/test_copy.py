@@ -23,7 +23,7 @@ from vibecc.state_store import (
     ValidationError,
     copy_store,
 )
-from vibecc.state_store import rows as rows_module
+from vibecc.state_store.queries import stats as stats_module
 
 if TYPE_CHECKING:
     from tests import helpers
@@ -235,8 +235,8 @@ def test_same_postgresql_database_spelled_differently_is_refused(pg_server: Post
     url = pg_server.create_database()
     with StateStore(url) as store:
         # libpq's default port, written out or left out, and the driver left to the store.
-        port = None if store._url.port == 5432 else store._url.port or 5432
-        spelled = store._url.set(drivername="postgresql", port=port)
+        port = None if store.database.url.port == 5432 else store.database.url.port or 5432
+        spelled = store.database.url.set(drivername="postgresql", port=port)
         with pytest.raises(ValidationError, match="source and target are the same database"):
             copy_store(store, spelled.render_as_string(hide_password=False))
 
@@ -250,13 +250,13 @@ def test_two_in_memory_stores_are_different_databases() -> None:
 
 
 def _fail_after_first_history_batch(monkeypatch: pytest.MonkeyPatch) -> None:
-    original = rows_module.bump_stats
+    original = stats_module.bump
 
     def bump_then_fail(*args: Any, **kwargs: Any) -> None:
         original(*args, **kwargs)
         raise OperationalError("INSERT INTO history_stats", {}, Exception("disk I/O error (simulated)"))
 
-    monkeypatch.setattr(rows_module, "bump_stats", bump_then_fail)
+    monkeypatch.setattr(stats_module, "bump", bump_then_fail)
 
 
 class ProgressFailed(Exception):

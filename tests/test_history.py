@@ -121,10 +121,10 @@ def test_save_to_history_copies_pipeline(store: StateStore, project: Project) ->
 def test_duration_is_whole_seconds(
     store: StateStore, project: Project, age: float, whole: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import vibecc.state_store.pipelines as pipelines_module
+    import vibecc.state_store.store as store_module
 
     started = datetime.now(UTC) - timedelta(seconds=age)
-    monkeypatch.setattr(pipelines_module, "now", lambda: started)  # the pipeline began `age` ago
+    monkeypatch.setattr(store_module, "now", lambda: started)  # the pipeline began `age` ago
     pipeline = finished(store, project, 1, state="failed")
     monkeypatch.undo()
 

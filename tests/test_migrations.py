@@ -96,9 +96,9 @@ def test_one_head_and_it_is_migrate_head() -> None:
 
 def test_models_match_migrations_on_fresh_database(fresh_db: Callable[[], str]) -> None:
     with StateStore(fresh_db()) as store:
-        assert migrate.check(store._engine) == []
-        assert migrate.current(store._engine) == migrate.HEAD
-        assert set(inspect(store._engine).get_table_names()) >= TABLES
+        assert migrate.check(store.database.engine) == []
+        assert migrate.current(store.database.engine) == migrate.HEAD
+        assert set(inspect(store.database.engine).get_table_names()) >= TABLES
 
 
 def test_base_head_base_head_with_data(fresh_db: Callable[[], str]) -> None:
@@ -107,19 +107,19 @@ def test_base_head_base_head_with_data(fresh_db: Callable[[], str]) -> None:
         populate(store)
         projects, pipelines, history, stats = contents(store)
 
-        migrate.downgrade(store._engine, "0001")
+        migrate.downgrade(store.database.engine, "0001")
 
-        assert migrate.current(store._engine) == "0001"
-        assert "history_stats" not in inspect(store._engine).get_table_names()
-        with store._engine.connect() as conn:
+        assert migrate.current(store.database.engine) == "0001"
+        assert "history_stats" not in inspect(store.database.engine).get_table_names()
+        with store.database.engine.connect() as conn:
             states = set(conn.execute(text("SELECT state FROM pipelines")).scalars())
             finals = set(conn.execute(text("SELECT final_state FROM pipeline_history")).scalars())
         assert states == {s.name for s in PipelineState}
         assert finals == {"MERGED", "FAILED"}
 
-        migrate.upgrade(store._engine)
+        migrate.upgrade(store.database.engine)
 
-        assert migrate.check(store._engine) == []
+        assert migrate.check(store.database.engine) == []
         assert store.list_projects() == projects
         # 0001 has no version column: the upgrade starts every pipeline again at version 1.
         assert store.list_pipelines() == [
@@ -130,14 +130,14 @@ def test_base_head_base_head_with_data(fresh_db: Callable[[], str]) -> None:
         assert store.get_history_stats() == stats == helpers.stats_of(history)
         assert store.get_history_stats("gone-project").total_failed == 1
 
-        migrate.downgrade(store._engine, "base")
+        migrate.downgrade(store.database.engine, "base")
 
-        assert migrate.current(store._engine) is None
-        assert not TABLES & set(inspect(store._engine).get_table_names())
+        assert migrate.current(store.database.engine) is None
+        assert not TABLES & set(inspect(store.database.engine).get_table_names())
 
-        migrate.upgrade(store._engine)
+        migrate.upgrade(store.database.engine)
 
-        assert migrate.check(store._engine) == []
+        assert migrate.check(store.database.engine) == []
         assert contents(store) == ([], [], [], HistoryStats(0, 0, 0, 0.0, 0.0, 0.0))
         populate(store)
         assert store.get_history_stats() == helpers.stats_of(store.iter_history())
@@ -151,7 +151,7 @@ def test_older_schema_refused_without_auto_migrate(fresh_db: Callable[[], str]) 
     with StateStore(location) as store:
         populate(store)
         projects, _, history, stats = contents(store)
-        migrate.downgrade(store._engine, "0001")
+        migrate.downgrade(store.database.engine, "0001")
     before = helpers.snapshot(location)
 
     with pytest.raises(
@@ -161,7 +161,7 @@ def test_older_schema_refused_without_auto_migrate(fresh_db: Callable[[], str]) 
 
     assert helpers.snapshot(location) == before
     with StateStore(location) as store:
-        assert migrate.current(store._engine) == migrate.HEAD
+        assert migrate.current(store.database.engine) == migrate.HEAD
         assert store.list_projects() == projects
         assert list(store.iter_history()) == history
         assert store.get_history_stats() == stats
@@ -437,8 +437,8 @@ def test_legacy_sqlite_file_is_upgraded_with_every_row(tmp_path: Path) -> None:
     history_ids = make_legacy_file(path)
 
     with StateStore(path) as store:
-        assert migrate.current(store._engine) == migrate.HEAD
-        assert migrate.check(store._engine) == []
+        assert migrate.current(store.database.engine) == migrate.HEAD
+        assert migrate.check(store.database.engine) == []
         assert store.list_projects() == sorted(
             (
                 Project(pid, name, repo, branch, gh, ci, rev, utc(created), utc(updated))
@@ -559,7 +559,7 @@ def test_legacy_finished_duplicates_move_to_history(tmp_path: Path) -> None:
     a5 = next(row for row in LEGACY_PIPELINES if row[0] == "a5")
 
     with StateStore(path) as store:
-        assert migrate.check(store._engine) == []
+        assert migrate.check(store.database.engine) == []
         # Every row is kept: the finished duplicates as history, the rest still active.
         assert sorted(p.id for p in store.list_pipelines()) == ["a1", "a2", "a3", "a4", "a6"]
         a1 = store.get_pipeline_by_ticket(P1, 1)
@@ -628,8 +628,8 @@ def test_finished_duplicates_move_to_history_on_every_engine(fresh_db: Callable[
     with StateStore(location) as store:
         project = store.create_project("Acme", "acme/widgets")
         active = store.create_pipeline(project.id, 1, "Current", "vibecc/1")
-        migrate.downgrade(store._engine, "0001")
-        with store._engine.begin() as conn:
+        migrate.downgrade(store.database.engine, "0001")
+        with store.database.engine.begin() as conn:
             conn.execute(
                 text(
                     "INSERT INTO pipelines VALUES ('old', :project, '1', 'Old try', NULL, 'FAILED', "
@@ -638,9 +638,9 @@ def test_finished_duplicates_move_to_history_on_every_engine(fresh_db: Callable[
                 {"project": project.id, "created": created, "updated": updated},
             )
 
-        migrate.upgrade(store._engine)
+        migrate.upgrade(store.database.engine)
 
-        assert migrate.check(store._engine) == []
+        assert migrate.check(store.database.engine) == []
         assert store.list_pipelines() == [active]
         assert list(store.iter_history()) == [
             PipelineHistory(
@@ -701,7 +701,7 @@ def test_processes_opening_a_new_database_at_once(fresh_db: Callable[[], str]) -
     assert [child.exitcode for child in children] == [0] * processes
     assert stored_revisions(location) == [migrate.HEAD]
     with StateStore(location, auto_migrate=False) as store:
-        assert migrate.check(store._engine) == []
+        assert migrate.check(store.database.engine) == []
         assert sorted(p.id for p in store.list_projects()) == sorted(detail for _, detail in outcomes)
 
 
@@ -713,8 +713,8 @@ def test_stamps_and_times_survive_round_trip_exactly(fresh_db: Callable[[], str]
             project_id=project.id, completed_at=datetime(2024, 2, 29, 23, 59, 59, 999999, tzinfo=UTC)
         )
         store.import_history([record])
-        migrate.downgrade(store._engine, "0001")
-        migrate.upgrade(store._engine)
+        migrate.downgrade(store.database.engine, "0001")
+        migrate.upgrade(store.database.engine)
 
         assert store.get_history_record(record.id) == record
         assert store.get_project(project.id) == project

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from sqlalchemy import event
 from sqlalchemy.engine import make_url
 
 from vibecc.state_store import StateStore, StorageError, ValidationError
@@ -72,7 +73,7 @@ def test_memory_store_works_and_is_its_own(tmp_path: Path, monkeypatch: pytest.M
 
     with StateStore(":memory:") as first, StateStore(":memory:") as second:
         round_trip(first)
-        assert current(first._engine) == HEAD
+        assert current(first.database.engine) == HEAD
         assert [p.repo for p in first.list_projects()] == ["acme/widgets"]
         assert second.list_projects() == []
         assert first.dialect == "sqlite"
@@ -233,7 +234,7 @@ def test_folder_in_the_way_is_storage_error(tmp_path: Path) -> None:
 def test_sqlite_pragmas_in_force_on_every_connection(tmp_path: Path) -> None:
     with StateStore(tmp_path / "vibecc.db") as store:
         round_trip(store)
-        connections = [store._engine.connect() for _ in range(3)]
+        connections = [store.database.engine.connect() for _ in range(3)]
         try:
             for conn in connections:
                 assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
@@ -246,24 +247,29 @@ def test_sqlite_pragmas_in_force_on_every_connection(tmp_path: Path) -> None:
 
 
 def test_sqlite_busy_timeout_option_is_applied(tmp_path: Path) -> None:
-    with StateStore(tmp_path / "vibecc.db", busy_timeout=7.5) as store, store._engine.connect() as conn:
+    with (
+        StateStore(tmp_path / "vibecc.db", busy_timeout=7.5) as store,
+        store.database.engine.connect() as conn,
+    ):
         assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 7500
 
 
 def test_driver_error_at_commit_is_storage_error(store: StateStore, monkeypatch: pytest.MonkeyPatch) -> None:
-    """COMMIT goes to the driver directly; its errors (e.g. the server gone between the last
-    statement and the commit) still come out as StorageError, with the write undone."""
-    import vibecc.state_store.store as store_module
-
+    """An error at COMMIT (e.g. the server gone between the last statement and the commit)
+    comes out as StorageError, with the write undone. Injected through SQLAlchemy's "commit"
+    event, which runs just before the driver's commit."""
     project = store.create_project("Acme", "acme/widgets")
-    driver_error = store._engine.dialect.loaded_dbapi.OperationalError
+    engine = store.database.engine
+    driver_error = engine.dialect.loaded_dbapi.OperationalError
 
     def failing_commit(conn: Any) -> None:
         raise driver_error("connection lost at commit")
 
-    monkeypatch.setattr(store_module, "_commit", failing_commit)
-    with pytest.raises(StorageError, match="connection lost at commit"):
-        store.create_pipeline(project.id, 1, "t", "b")
-    monkeypatch.undo()
+    event.listen(engine, "commit", failing_commit)
+    try:
+        with pytest.raises(StorageError, match="connection lost at commit"):
+            store.create_pipeline(project.id, 1, "t", "b")
+    finally:
+        event.remove(engine, "commit", failing_commit)
     assert store.list_pipelines() == []
     assert store.create_pipeline(project.id, 1, "t", "b").version == 1

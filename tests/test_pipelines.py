@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-import vibecc.state_store.pipelines as pipelines_module
+import vibecc.state_store.store as store_module
 from vibecc.state_store import (
     Pipeline,
     PipelineExistsError,
@@ -157,7 +157,7 @@ def test_list_pipelines_newest_first_with_filters(store: StateStore, project: Pr
 def test_list_pipelines_ties_broken_by_id_desc(
     store: StateStore, project: Project, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(pipelines_module, "now", lambda: FIXED_NOW)
+    monkeypatch.setattr(store_module, "now", lambda: FIXED_NOW)
     made = [store.create_pipeline(project.id, ticket, "t", "b") for ticket in range(8)]
 
     listed = store.list_pipelines()
@@ -353,7 +353,7 @@ def test_claim_filters_by_project_and_states(store: StateStore, project: Project
 def test_claim_ties_broken_by_id(
     store: StateStore, project: Project, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(pipelines_module, "now", lambda: FIXED_NOW)
+    monkeypatch.setattr(store_module, "now", lambda: FIXED_NOW)
     made = [store.create_pipeline(project.id, ticket, "t", "b") for ticket in range(5)]
 
     claimed = [store.claim_pipeline() for _ in made]

@@ -128,7 +128,8 @@ def test_terminated_idle_connections_are_replaced_on_the_same_store(
         assert backends, "the store holds no pooled connection to terminate"
         _terminate(admin, backends)
 
-        # The pool's pre-ping notices each dead connection and replaces it.
+        # Each call whose pooled connection is dead fails at its first statement and runs
+        # again, once, on a fresh connection.
         with ThreadPoolExecutor(max_workers=4) as pool:
             seen = list(pool.map(lambda p: store.get_pipeline(p.id), created))
         assert seen == created
@@ -140,24 +141,30 @@ def test_terminated_idle_connections_are_replaced_on_the_same_store(
 def test_connection_terminated_mid_call_raises_storage_error(
     pg_server: PostgresServer, admin: Engine
 ) -> None:
+    """A call whose connection is lost after its first statement ran is not run again (its
+    transaction may have done work): StorageError, and nothing of it is kept."""
     url = pg_server.create_database()
     database = _database(url)
     with StateStore(url) as store:
         project = store.create_project("Faults", "acme/faults")
         pipeline = store.create_pipeline(project.id, "T-1", "Job", "job-1")
+        pipeline = store.update_pipeline(pipeline.id, state=PipelineState.MERGED)
         holder = create_engine(url, pool_size=1)
         try:
             with holder.connect() as conn, ThreadPoolExecutor(max_workers=1) as pool, conn.begin():
                 conn.execute(text("SELECT id FROM pipelines FOR UPDATE"))
-                call = pool.submit(store.update_pipeline, pipeline.id, feedback="lost")
-                _until(lambda: _waiting_on_lock(admin, database), "the store's update to wait on the lock")
+                # delete_project locks the project row (its first statement), then waits on the
+                # held pipeline row in its second.
+                call = pool.submit(store.delete_project, project.id)
+                _until(lambda: _waiting_on_lock(admin, database), "the store's delete to wait on the lock")
                 _terminate(admin, _store_backends(admin, database))
                 with pytest.raises(StorageError, match=rf"{re.escape(_where(url))}.*terminat"):
                     call.result(timeout=WAIT)
         finally:
             holder.dispose()
         assert store.get_pipeline(pipeline.id) == pipeline
-        assert store.update_pipeline(pipeline.id, feedback="kept").version == 2
+        assert store.get_project(project.id) == project
+        assert store.update_pipeline(pipeline.id, feedback="kept").version == pipeline.version + 1
 
 
 # -- server stopped and started ---------------------------------------------------------------
@@ -283,16 +290,13 @@ def test_statement_timeout_turns_a_lock_wait_into_storage_error(pg_server: Postg
 
 def test_pool_settings_are_honoured(store_url: str) -> None:
     with StateStore(store_url, pool_size=2, max_overflow=0, pool_timeout=1) as store:
-        pool = store._engine.pool
+        pool = store.database.engine.pool
         assert isinstance(pool, QueuePool)
         assert pool.size() == 2
         project = store.create_project("Pool", "acme/pool")
-        # On SQLite the store keeps its idle connection checked out for the next call; hand
-        # it back so that the two below are every connection the pool has.
-        store._connections.clear()
         with (
-            store._engine.connect(),
-            store._engine.connect(),
+            store.database.engine.connect(),
+            store.database.engine.connect(),
             pytest.raises(StorageError, match="QueuePool limit of size 2 overflow 0 reached"),
         ):
             store.get_project(project.id)

@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from vibecc.state_store import StateStore
-from vibecc.state_store.report import MAX_DAILY_BARS, Bar, ReportData, collect
-from vibecc.state_store.report_html import render
+from vibecc.state_store.cli.report import MAX_DAILY_BARS, Bar, ReportData, collect
+from vibecc.state_store.cli.report_html import render
 
 if TYPE_CHECKING:
     from tests.test_cli import Done, add_history, as_json, ok, one_line_error, run

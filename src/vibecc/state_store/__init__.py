@@ -2,6 +2,7 @@
 
 from .errors import (
     AlreadyExistsError,
+    BackupExistsError,
     CopyVerificationError,
     HistoryNotFoundError,
     NotFoundError,
@@ -17,25 +18,26 @@ from .errors import (
     TargetNotEmptyError,
     ValidationError,
 )
-from .history import ImportResult
+from .ops.copy import CopyReport, TableCopy, copy_store
 from .records import (
     DeletedProject,
     DurationPercentiles,
     HistoryCursor,
     HistoryPage,
     HistoryStats,
+    ImportResult,
     Pipeline,
     PipelineHistory,
     PipelineState,
     Project,
 )
 from .store import CLEAR, UNSET, StateStore
-from .transfer import CopyReport, TableCopy, copy_store
 
 __all__ = [
     "CLEAR",
     "UNSET",
     "AlreadyExistsError",
+    "BackupExistsError",
     "CopyReport",
     "CopyVerificationError",
     "DeletedProject",

@@ -61,3 +61,64 @@ class CopyVerificationError(StateStoreError):
 
 class StorageError(StateStoreError):
     """The database cannot do the work: locked, read-only, full, unreachable or damaged."""
+
+
+class BackupExistsError(AlreadyExistsError):
+    """The backup destination exists and replacing it was not asked for."""
+
+
+# -- translating database errors -----------------------------------------------------------
+
+# SQLite extended result codes and PostgreSQL SQLSTATEs of the violations a call can name.
+_SQLITE_VIOLATIONS = {2067: "unique", 1555: "unique", 787: "foreign_key"}
+_PG_VIOLATIONS = {"23505": "unique", "23503": "foreign_key"}
+
+
+def violation(exc: BaseException) -> str | None:
+    """Which constraint a database error broke ("unique", "foreign_key"), told by the
+    SQLite extended result code or the PostgreSQL SQLSTATE, never by the message."""
+    orig = _driver_error(exc)
+    code = getattr(orig, "sqlite_errorcode", None)
+    if isinstance(code, int):
+        return _SQLITE_VIOLATIONS.get(code)
+    sqlstate = getattr(orig, "sqlstate", None)
+    return _PG_VIOLATIONS.get(sqlstate) if isinstance(sqlstate, str) else None
+
+
+def translate(
+    exc: BaseException,
+    where: str,
+    *,
+    unique: StateStoreError | None = None,
+    foreign_key: StateStoreError | None = None,
+    hint: str | None = None,
+) -> StateStoreError:
+    """The StateStoreError to raise (from `exc`) for an error of the database at `where`.
+
+    A StateStoreError stays as it is. A broken unique or foreign key constraint becomes the
+    error the call names for it; anything else is a StorageError with the database's
+    description, the first line of the driver's message (never SQLAlchemy's SQL and parameter
+    dump) and, when the engine knows one, what to do about it.
+    """
+    if isinstance(exc, StateStoreError):
+        return exc
+    kind = violation(exc)
+    if kind == "unique" and unique is not None:
+        return unique
+    if kind == "foreign_key" and foreign_key is not None:
+        return foreign_key
+    return StorageError(f"{where}: {reason(exc)}" + (f" ({hint})" if hint else ""))
+
+
+def reason(exc: BaseException) -> str:
+    """The first line of the driver's message for a database error."""
+    orig = _driver_error(exc)
+    lines = str(orig).strip().splitlines()
+    return lines[0] if lines else type(orig).__name__
+
+
+def _driver_error(exc: BaseException) -> BaseException:
+    # SQLAlchemy's DBAPIError wraps the driver's exception as .orig; errors.py names no
+    # SQLAlchemy class, so that every module can import it.
+    orig = getattr(exc, "orig", None)
+    return orig if isinstance(orig, BaseException) else exc

@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, inspect, text
 
-from .engine import migration_lock
+from .db.dialects import migration_lock
 from .errors import SchemaVersionError
 
 HEAD = "0003"

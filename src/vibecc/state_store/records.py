@@ -4,11 +4,29 @@ from __future__ import annotations
 
 import base64
 import binascii
+import enum
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
+from typing import Final
 
 from .errors import ValidationError
+
+
+class Unset(enum.Enum):
+    token = 0
+
+
+UNSET: Final = Unset.token
+"""Default of optional update arguments: the field is left as it is."""
+
+
+class Clear(enum.Enum):
+    token = 0
+
+
+CLEAR: Final = Clear.token
+"""Passed to update_project for github_project_id: remove the stored value (None leaves it)."""
 
 
 class PipelineState(StrEnum):
@@ -200,3 +218,11 @@ class DurationPercentiles:
 
     p50: float | None
     p95: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class ImportResult:
+    """What import_history did: rows added, and rows skipped because their id was present."""
+
+    inserted: int
+    skipped: int

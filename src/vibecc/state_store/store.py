@@ -1,35 +1,73 @@
-"""StateStore: the public API. Each public call is one transaction; database errors are
-translated into StateStoreError subclasses here and nowhere else."""
+"""StateStore: the whole public API.
+
+Each public method checks its arguments (rules), runs one transaction (db.session.Database)
+of query functions (queries/, where its SQL is) and maps the result to records or errors.
+"""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
-from threading import Condition, RLock
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from sqlalchemy import Connection
 from sqlalchemy.engine import URL
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from . import migrate
-from . import validation as check
-from .base import CLEAR, UNSET, StoreBase
-from .engine import ConnectionCache, EngineOptions, dialect_for
-from .errors import StateStoreError, StorageError, ValidationError
-from .history import HistoryMixin
-from .pipelines import PipelinesMixin
-from .projects import ProjectsMixin
-from .urls import describe, mask, to_url
+from . import rules as check
+from .db.dialects import EngineOptions
+from .db.session import Database
+from .db.urls import mask, to_url
+from .errors import (
+    HistoryNotFoundError,
+    PipelineExistsError,
+    PipelineNotFoundError,
+    ProjectExistsError,
+    ProjectHasActivePipelinesError,
+    ProjectNotFoundError,
+    StaleVersionError,
+    ValidationError,
+)
+from .queries import history, pipelines, projects, rows, stats
+from .records import (
+    CLEAR,
+    UNSET,
+    Clear,
+    DeletedProject,
+    DurationPercentiles,
+    HistoryCursor,
+    HistoryPage,
+    HistoryStats,
+    ImportResult,
+    Pipeline,
+    PipelineHistory,
+    PipelineState,
+    Project,
+    Unset,
+)
 
-__all__ = ["CLEAR", "UNSET", "StateStore"]
+__all__ = ["CLEAR", "MAX_BATCH", "MAX_PAGE", "UNSET", "Progress", "StateStore"]
 
-_CLOSE_GRACE = 1.0
-"""Seconds close() lets other threads' calls finish before it interrupts them."""
+MAX_PAGE = 10_000
+"""The most history rows one page may ask for."""
+MAX_BATCH = 100_000
+"""The largest batch_size of import, prune, iteration and copy."""
+Progress = Callable[[int], None]
+"""Called with the number of rows just done, after each batch."""
 
 
-class StateStore(ProjectsMixin, PipelinesMixin, HistoryMixin, StoreBase):
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+class StateStore:
     """Projects, active pipelines and their history in one SQLite file or PostgreSQL database.
 
     Args:
@@ -62,33 +100,22 @@ class StateStore(ProjectsMixin, PipelinesMixin, HistoryMixin, StoreBase):
         busy_timeout: float = 10.0,
         statement_timeout: float | None = None,
     ) -> None:
-        self._closed = True
-        self._disposed = True
-        self._calls = 0
-        self._in_flight: set[Connection] = set()
-        self._calls_done = Condition()
         url = to_url(db_path)
         options = EngineOptions(
             pool_size=check.integer("pool_size", pool_size, minimum=1, maximum=1000),
             max_overflow=check.integer("max_overflow", max_overflow, minimum=0, maximum=1000),
-            pool_timeout=_seconds("pool_timeout", pool_timeout),
-            connect_timeout=_seconds("connect_timeout", connect_timeout),
-            busy_timeout=_seconds("busy_timeout", busy_timeout),
+            pool_timeout=check.seconds("pool_timeout", pool_timeout),
+            connect_timeout=check.seconds("connect_timeout", connect_timeout),
+            busy_timeout=check.seconds("busy_timeout", busy_timeout),
             statement_timeout=None
             if statement_timeout is None
-            else _seconds("statement_timeout", statement_timeout),
+            else check.seconds("statement_timeout", statement_timeout),
         )
-        self._url = url
-        self._dialect = dialect_for(url, options)
-        self._engine = self._dialect.create_engine()
-        self._connections = ConnectionCache(self._engine, self._dialect.max_idle)
-        # The driver's own errors too: BEGIN and COMMIT go to the driver directly.
-        self._database_errors = (SQLAlchemyError, OSError, self._engine.dialect.loaded_dbapi.Error)
-        self._closed = self._disposed = False
+        self._db = Database(url, options)
         try:
-            with self._translate():
-                migrate.ensure_schema(self._engine, auto_migrate=auto_migrate)
-                self._dialect.prepare(self._engine)
+            with self._db.translating():
+                migrate.ensure_schema(self._db.engine, auto_migrate=auto_migrate)
+                self._db.dialect.prepare(self._db.engine)
         except BaseException:
             self.close()
             raise
@@ -98,12 +125,17 @@ class StateStore(ProjectsMixin, PipelinesMixin, HistoryMixin, StoreBase):
     @property
     def url(self) -> str:
         """The database URL with any password masked."""
-        return mask(self._url)
+        return mask(self._db.url)
 
     @property
     def dialect(self) -> str:
         """ "sqlite" or "postgresql"."""
-        return self._dialect.name
+        return self._db.dialect.name
+
+    @property
+    def database(self) -> Database:
+        """The engine and transactions underneath (for whole-store operations in ops/)."""
+        return self._db
 
     def close(self) -> None:
         """Close every connection; later calls raise StorageError.
@@ -113,23 +145,7 @@ class StateStore(ProjectsMixin, PipelinesMixin, HistoryMixin, StoreBase):
         and close returns only once each of them has closed its connection: afterwards no
         file handle or server session of this store stays open.
         """
-        with self._calls_done:
-            if self._closed:
-                # Another thread is closing (or has closed) it: return when that is done too.
-                self._calls_done.wait_for(lambda: self._disposed)
-                return
-            self._closed = True
-            if not self._calls_done.wait_for(lambda: not self._calls, timeout=_CLOSE_GRACE):
-                for conn in self._in_flight:
-                    self._dialect.interrupt(conn)
-                self._calls_done.wait_for(lambda: not self._calls)
-        try:
-            self._connections.clear(closing=True)
-            self._engine.dispose()
-        finally:
-            with self._calls_done:
-                self._disposed = True
-                self._calls_done.notify_all()
+        self._db.close()
 
     def __enter__(self) -> StateStore:
         return self
@@ -140,123 +156,588 @@ class StateStore(ProjectsMixin, PipelinesMixin, HistoryMixin, StoreBase):
     def __repr__(self) -> str:
         return f"StateStore({self.url!r})"
 
-    # -- transactions ----------------------------------------------------------------------
+    # -- projects --------------------------------------------------------------------------
 
-    @contextmanager
-    def _translate(self) -> Iterator[None]:
-        """Turn any database error escaping the block into StorageError."""
-        try:
-            yield
-        except StateStoreError:
-            raise
-        except self._database_errors as exc:
-            raise self._storage_error(exc) from exc
+    def create_project(
+        self,
+        name: str,
+        repo: str,
+        base_branch: str = "main",
+        github_project_id: int | None = None,
+        max_retries_ci: int = 3,
+        max_retries_review: int = 3,
+    ) -> Project:
+        """Add a project.
 
-    def _storage_error(self, exc: BaseException) -> StorageError:
-        """The StorageError for a database error: which database, the driver's first line, and
-        what to do about it when the engine knows."""
-        hint = self._dialect.explain(exc)
-        return StorageError(f"{describe(self._url)}: {_reason(exc)}" + (f" ({hint})" if hint else ""))
+        Raises:
+            ProjectExistsError: a project with that repo exists, in any case ("ACME/P" and
+                "acme/p" are one GitHub repository).
+            ValidationError: an argument is not acceptable.
+        """
+        stamp = now()
+        project = Project(
+            id=new_id(),
+            name=check.project_field("name", name),
+            repo=check.project_field("repo", repo),
+            base_branch=check.project_field("base_branch", base_branch),
+            github_project_id=check.project_field("github_project_id", github_project_id),
+            max_retries_ci=check.project_field("max_retries_ci", max_retries_ci),
+            max_retries_review=check.project_field("max_retries_review", max_retries_review),
+            created_at=stamp,
+            updated_at=stamp,
+        )
+        exists = ProjectExistsError(
+            f"a project with repo {project.repo!r} exists already (repos ignore case)"
+        )
+        self._db.write(lambda conn: projects.insert(conn, project), unique=exists)
+        return project
 
-    def _read(self, *, snapshot: bool = False) -> AbstractContextManager[Connection]:
-        """A read transaction; with snapshot=True every statement in it sees the same data."""
-        return self._transaction(self._dialect.read_lock, write=False, snapshot=snapshot)
+    def get_project(self, project_id: str) -> Project:
+        """The project with that id. Raises ProjectNotFoundError."""
+        check.identifier("project_id", project_id)
+        found = self._db.read(lambda conn: projects.by_id(conn, project_id))
+        if found is None:
+            raise ProjectNotFoundError(f"project {project_id} not found")
+        return found
 
-    def _write(self) -> AbstractContextManager[Connection]:
-        """A write transaction; on SQLite it holds the database's write lock from the start."""
-        return self._transaction(self._dialect.write_lock, write=True, snapshot=False)
+    def get_project_by_repo(self, repo: str) -> Project:
+        """The project of `repo` ("owner/name", any case, as on GitHub). Raises ProjectNotFoundError."""
+        check.repo(repo)
+        found = self._db.read(lambda conn: projects.by_repo(conn, repo))
+        if found is None:
+            raise ProjectNotFoundError(f"project with repo {repo!r} not found")
+        return found
 
-    @contextmanager
-    def _transaction(self, lock: RLock | None, *, write: bool, snapshot: bool) -> Iterator[Connection]:
-        # One generator, not nested context managers: this runs around every call.
-        with self._calls_done:
-            if self._closed:
-                raise StorageError(f"{describe(self._url)}: the store is closed")
-            self._calls += 1
-        busy = self._dialect.options.busy_timeout
-        # A snapshot that needs another isolation level (PostgreSQL) gets a connection of its
-        # own, which the pool resets on return; SQLite's WAL reads are snapshots anyway.
-        options = self._dialect.read_options(snapshot)
-        locked = False
-        conn: Connection | None = None
-        try:
-            if lock is not None:
-                locked = lock.acquire(timeout=busy)
-                if not locked:
-                    raise StorageError(f"{describe(self._url)} is locked: no write slot within {busy:g} s")
-            if options:
-                conn = self._engine.connect().execution_options(**options)
-            else:
-                conn = self._connections.take()
-            with self._calls_done:
-                if self._closed:  # closed while this call waited for a lock or a connection
-                    raise StorageError(f"{describe(self._url)}: the store is closed")
-                self._in_flight.add(conn)
-            self._dialect.begin(conn, write=write)
-            yield conn
-            _commit(conn)
-        except BaseException as exc:
-            if conn is not None:
-                _rollback(conn)
-            if isinstance(exc, StateStoreError) or not isinstance(exc, self._database_errors):
-                raise
-            if self._closed:
-                raise StorageError(f"{describe(self._url)}: the store was closed during the call") from exc
-            raise self._storage_error(exc) from exc
-        finally:
-            if conn is not None:
-                self._release(conn, cached=not options)
-            if locked:
-                assert lock is not None
-                lock.release()
-            with self._calls_done:
-                self._calls -= 1
-                self._calls_done.notify_all()
+    def list_projects(self) -> list[Project]:
+        """Every project, ordered by name (then id)."""
+        return self._db.read(projects.every)
 
-    def _release(self, conn: Connection, *, cached: bool) -> None:
-        """Hand a finished call's connection back, or close it for good once the store is closed."""
-        with self._calls_done:
-            self._in_flight.discard(conn)
-            closing = self._closed
-        if closing:
-            conn.invalidate()  # closes the driver connection now, not when the pool is collected
-            conn.close()
-        elif cached and not conn.invalidated:
-            self._connections.give(conn)
-        else:
-            conn.close()
+    def list_deleted_projects(self) -> list[DeletedProject]:
+        """Every deleted project as it was named when deleted, oldest deletion first: its
+        history stays, and this names it (get_history(project_id=...) still finds it)."""
+        return self._db.read(projects.deleted)
+
+    def update_project(
+        self,
+        project_id: str,
+        *,
+        name: str | Unset | None = UNSET,
+        base_branch: str | Unset | None = UNSET,
+        github_project_id: int | Clear | Unset | None = UNSET,
+        max_retries_ci: int | Unset | None = UNSET,
+        max_retries_review: int | Unset | None = UNSET,
+    ) -> Project:
+        """Change the fields given a value; updated_at moves when something changes.
+
+        A field left out, or given as None, stays as it is (so a PATCH handler can pass None
+        for every field its request did not contain). `github_project_id=CLEAR` removes the
+        stored GitHub project number. With nothing to change, the project is returned as it
+        is and nothing is written.
+
+        Raises:
+            ProjectNotFoundError, ValidationError.
+        """
+        check.identifier("project_id", project_id)
+        changes = {
+            "name": name,
+            "base_branch": base_branch,
+            "github_project_id": github_project_id,
+            "max_retries_ci": max_retries_ci,
+            "max_retries_review": max_retries_review,
+        }
+        values: dict[str, Any] = {}
+        for field, value in changes.items():
+            if field == "github_project_id" and value is CLEAR:
+                values[field] = None
+            elif _given(value, field):
+                values[field] = check.project_field(field, value)
+        if not values:
+            return self.get_project(project_id)
+        values["updated_at"] = now()
+        found = self._db.write(lambda conn: projects.update_fields(conn, project_id, values))
+        if found is None:
+            raise ProjectNotFoundError(f"project {project_id} not found")
+        return found
+
+    def delete_project(self, project_id: str) -> None:
+        """Delete a project whose pipelines are all finished.
+
+        Finished (MERGED/FAILED) pipelines not yet in history are archived in the same
+        transaction; the project's history stays, and list_deleted_projects names it.
+
+        Raises:
+            ProjectNotFoundError, ProjectHasActivePipelinesError.
+        """
+        check.identifier("project_id", project_id)
+
+        def delete(conn: Connection) -> None:
+            found = projects.lock(conn, project_id)
+            if found is None:
+                raise ProjectNotFoundError(f"project {project_id} not found")
+            # Finished pipelines first, then count what is left: a pipeline that turned
+            # active meanwhile is not deleted (PostgreSQL re-checks the state under the row
+            # lock), and raising rolls the deletions back.
+            finished = pipelines.take_finished_of_project(conn, project_id)
+            active = pipelines.count(conn, project_id, None)
+            if active:
+                raise ProjectHasActivePipelinesError(
+                    f"project {project_id} has {active} active pipeline(s); finish or delete them first"
+                )
+            stamp = now()
+            history.insert(conn, [rows.history_from_pipeline(p, stamp) for p in finished])
+            projects.delete_and_remember(conn, found, stamp)
+
+        self._db.write(delete)
+
+    # -- pipelines -------------------------------------------------------------------------
+
+    def create_pipeline(
+        self,
+        project_id: str,
+        ticket_id: str | int,
+        ticket_title: str,
+        branch_name: str,
+        ticket_body: str = "",
+    ) -> Pipeline:
+        """Start a pipeline for a ticket: state QUEUED, retry counts 0, version 1.
+
+        Raises:
+            ProjectNotFoundError: no project has that id.
+            PipelineExistsError: the project has an active pipeline for that ticket.
+            ValidationError: an argument is not acceptable.
+        """
+        stamp = now()
+        pipeline = Pipeline(
+            id=new_id(),
+            project_id=check.identifier("project_id", project_id),
+            ticket_id=check.ticket_id(ticket_id),
+            ticket_title=check.pipeline_field("ticket_title", ticket_title),
+            ticket_body=check.pipeline_field("ticket_body", ticket_body),
+            state=PipelineState.QUEUED,
+            branch_name=check.pipeline_field("branch_name", branch_name),
+            pr_id=None,
+            pr_url=None,
+            retry_count_ci=0,
+            retry_count_review=0,
+            feedback=None,
+            created_at=stamp,
+            updated_at=stamp,
+            version=1,
+        )
+        self._db.write(
+            lambda conn: pipelines.insert(conn, pipeline),
+            unique=PipelineExistsError(
+                f"project {project_id} has an active pipeline for ticket {pipeline.ticket_id!r} already"
+            ),
+            foreign_key=ProjectNotFoundError(f"project {project_id} not found"),
+        )
+        return pipeline
+
+    def get_pipeline(self, pipeline_id: str) -> Pipeline:
+        """The active pipeline with that id. Raises PipelineNotFoundError."""
+        check.identifier("pipeline_id", pipeline_id)
+        found = self._db.read(lambda conn: pipelines.by_id(conn, pipeline_id))
+        if found is None:
+            raise PipelineNotFoundError(f"pipeline {pipeline_id} not found")
+        return found
+
+    def get_pipeline_by_ticket(self, project_id: str, ticket_id: str | int) -> Pipeline:
+        """The project's active pipeline for a ticket. Raises PipelineNotFoundError."""
+        check.identifier("project_id", project_id)
+        ticket = check.ticket_id(ticket_id)
+        found = self._db.read(lambda conn: pipelines.by_ticket(conn, project_id, ticket))
+        if found is None:
+            raise PipelineNotFoundError(f"no active pipeline for ticket {ticket!r} in project {project_id}")
+        return found
+
+    def list_pipelines(
+        self, project_id: str | None = None, state: PipelineState | str | None = None
+    ) -> list[Pipeline]:
+        """Active pipelines, newest first (ties by id), optionally of one project and/or state."""
+        owner = None if project_id is None else check.identifier("project_id", project_id)
+        wanted = None if state is None else check.state("state", state)
+        return self._db.read(lambda conn: pipelines.listed(conn, owner, wanted))
+
+    def count_pipelines(self, project_id: str | None = None, state: PipelineState | str | None = None) -> int:
+        """How many active pipelines there are, optionally of one project and/or state."""
+        owner = None if project_id is None else check.identifier("project_id", project_id)
+        wanted = None if state is None else check.state("state", state)
+        return self._db.read(lambda conn: pipelines.count(conn, owner, wanted))
+
+    def update_pipeline(
+        self,
+        pipeline_id: str,
+        *,
+        state: PipelineState | str | Unset = UNSET,
+        pr_id: int | Unset | None = UNSET,
+        pr_url: str | Unset | None = UNSET,
+        retry_count_ci: int | Unset = UNSET,
+        retry_count_review: int | Unset = UNSET,
+        feedback: str | Unset | None = UNSET,
+        expected_version: int | None = None,
+    ) -> Pipeline:
+        """Change the given fields; version +1.
+
+        A field left out stays as it is; None clears pr_id, pr_url and feedback (the
+        orchestrator clears feedback after a success this way). Any state may follow any
+        state: transitions are the orchestrator's business.
+
+        Args:
+            expected_version: write only if the stored version is this one.
+
+        Raises:
+            PipelineNotFoundError.
+            ValidationError: a value is not acceptable, or no field was given.
+            StaleVersionError: the stored version is not `expected_version`; nothing written.
+        """
+        check.identifier("pipeline_id", pipeline_id)
+        changes = {
+            "state": state,
+            "pr_id": pr_id,
+            "pr_url": pr_url,
+            "retry_count_ci": retry_count_ci,
+            "retry_count_review": retry_count_review,
+            "feedback": feedback,
+        }
+        values = {
+            field: check.pipeline_field(field, value)
+            for field, value in changes.items()
+            if value is not UNSET
+        }
+        if "state" in values:
+            values["state"] = values["state"].value
+        if expected_version is not None:
+            check.version("expected_version", expected_version)
+        if not values:
+            # A write of nothing would still move the version and make other writers stale.
+            raise ValidationError(f"nothing to update for pipeline {pipeline_id}: give at least one field")
+
+        def update(conn: Connection) -> Pipeline | int | None:
+            found = pipelines.update_fields(conn, pipeline_id, values, expected_version, now())
+            return found if found is not None else pipelines.version(conn, pipeline_id)
+
+        result = self._db.write(update)
+        if isinstance(result, Pipeline):
+            return result
+        if result is None:
+            raise PipelineNotFoundError(f"pipeline {pipeline_id} not found")
+        raise StaleVersionError(
+            f"pipeline {pipeline_id} is at version {result}, not the expected {expected_version}; "
+            "nothing written"
+        )
+
+    def claim_pipeline(
+        self,
+        *,
+        project_id: str | None = None,
+        state: PipelineState | str = PipelineState.QUEUED,
+        new_state: PipelineState | str = PipelineState.CODING,
+    ) -> Pipeline | None:
+        """Atomically take the oldest pipeline in `state`, move it to `new_state` (version +1).
+
+        Concurrent claimers never get the same pipeline and never wait on each other's row
+        locks (PostgreSQL: FOR UPDATE SKIP LOCKED; SQLite: one immediate transaction).
+
+        Returns:
+            The claimed pipeline, or None when no pipeline is in `state`.
+        """
+        source = check.state("state", state)
+        target = check.state("new_state", new_state)
+        owner = None if project_id is None else check.identifier("project_id", project_id)
+        return self._db.write(lambda conn: pipelines.claim(conn, source, target, owner, now()))
+
+    def delete_pipeline(self, pipeline_id: str) -> None:
+        """Delete an active pipeline without archiving it. Raises PipelineNotFoundError."""
+        check.identifier("pipeline_id", pipeline_id)
+        if not self._db.write(lambda conn: pipelines.delete_one(conn, pipeline_id)):
+            raise PipelineNotFoundError(f"pipeline {pipeline_id} not found")
+
+    def save_to_history(self, pipeline: Pipeline) -> PipelineHistory:
+        """Copy a finished (MERGED or FAILED) pipeline into history, completed now; the
+        pipeline stays active. What is saved is the stored pipeline, which must be the record
+        given (same version, same fields).
+
+        Idempotent: saving the same pipeline again returns the existing record.
+
+        Raises:
+            ValidationError: the pipeline is not finished, or not a valid Pipeline record.
+            PipelineNotFoundError: no active pipeline (and no history record) has its id.
+            StaleVersionError: the stored pipeline is not the record given; nothing written.
+        """
+        check.pipeline_record(pipeline)
+        check.finished(pipeline.id, check.state("pipeline.state", pipeline.state))
+        stamp = now()
+
+        def save(conn: Connection) -> PipelineHistory:
+            existing = history.by_id(conn, pipeline.id)
+            if existing is not None:
+                return existing
+            stored = pipelines.by_id(conn, pipeline.id)
+            if stored is None:
+                raise PipelineNotFoundError(f"pipeline {pipeline.id} not found")
+            if stored != pipeline:
+                raise StaleVersionError(
+                    f"pipeline {pipeline.id} is stored at version {stored.version} and differs from "
+                    "the record given; nothing written"
+                )
+            return history.insert(conn, [rows.history_from_pipeline(stored, stamp)])[0]
+
+        return self._db.write(save)
+
+    def archive_pipeline(self, pipeline_id: str) -> PipelineHistory:
+        """Move a finished (MERGED or FAILED) pipeline into history and delete it, in one
+        transaction.
+
+        A crash leaves the pipeline either fully active or fully archived. If it was saved
+        to history before, that record is kept and returned.
+
+        Raises:
+            PipelineNotFoundError.
+            ValidationError: the pipeline is not finished; nothing written.
+        """
+        check.identifier("pipeline_id", pipeline_id)
+
+        def archive(conn: Connection) -> PipelineHistory:
+            # Only a finished pipeline is taken, so a refused archive deletes nothing.
+            taken = pipelines.take_finished(conn, pipeline_id)
+            if taken is None:
+                stored = pipelines.state(conn, pipeline_id)
+                if stored is None:
+                    raise PipelineNotFoundError(f"pipeline {pipeline_id} not found")
+                check.finished(pipeline_id, stored)
+                # PostgreSQL: it was finished by a transaction that committed just now.
+                raise StaleVersionError(
+                    f"pipeline {pipeline_id} was finished by another writer during the archive; "
+                    "nothing written, archive it again"
+                )
+            inserted = history.insert(conn, [rows.history_from_pipeline(taken, now())])
+            found = inserted[0] if inserted else history.by_id(conn, pipeline_id)
+            assert found is not None
+            return found
+
+        return self._db.write(archive)
+
+    # -- history ---------------------------------------------------------------------------
+
+    def get_history(
+        self,
+        project_id: str | None = None,
+        final_state: PipelineState | str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+        *,
+        before: HistoryCursor | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> list[PipelineHistory]:
+        """Finished pipelines, newest completed first (ties by id).
+
+        Args:
+            limit: at most this many rows (1 to 10,000).
+            offset: rows to skip; prefer `before`, which stays fast and stable on deep pages.
+            before: continue after this cursor (see HistoryCursor.after and get_history_page).
+            since, until: completed_at within [since, until).
+        """
+        where = _filter(project_id, final_state, since, until)
+        check.integer("limit", limit, minimum=1, maximum=MAX_PAGE)
+        check.integer("offset", offset, minimum=0)
+        cursor = _cursor(before)
+        return self._db.read(lambda conn: history.page(conn, where, limit, offset, cursor))
+
+    def get_history_page(
+        self,
+        project_id: str | None = None,
+        final_state: PipelineState | str | None = None,
+        limit: int = 100,
+        *,
+        before: HistoryCursor | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> HistoryPage:
+        """Like get_history, with the cursor of the next page (None on the last one)."""
+        where = _filter(project_id, final_state, since, until)
+        check.integer("limit", limit, minimum=1, maximum=MAX_PAGE)
+        cursor = _cursor(before)
+        items = self._db.read(lambda conn: history.page(conn, where, limit + 1, 0, cursor))
+        if len(items) <= limit:
+            return HistoryPage(tuple(items), None)
+        return HistoryPage(tuple(items[:limit]), HistoryCursor.after(items[limit - 1]))
+
+    def get_history_record(self, history_id: str) -> PipelineHistory:
+        """The history record with that id (an archived pipeline's id). Raises HistoryNotFoundError."""
+        check.identifier("history_id", history_id)
+        found = self._db.read(lambda conn: history.by_id(conn, history_id))
+        if found is None:
+            raise HistoryNotFoundError(f"history record {history_id} not found")
+        return found
+
+    def get_history_stats(
+        self,
+        project_id: str | None = None,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> HistoryStats:
+        """Totals and averages over history; all zero when there is none.
+
+        Without a window it reads the per-project totals kept with every history write, so it
+        costs the same at any history size; with `since`/`until` it scans the window by index.
+        """
+        where = _filter(project_id, None, since, until)
+        if since is None and until is None:
+            return self._db.read(lambda conn: stats.kept(conn, where.project_id))
+        return self._db.read(lambda conn: history.aggregates(conn, where))
+
+    def get_duration_percentiles(
+        self,
+        project_id: str | None = None,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> DurationPercentiles:
+        """p50 and p95 of duration_seconds by nearest rank (None when history is empty)."""
+        where = _filter(project_id, None, since, until)
+        return self._db.read(lambda conn: history.percentiles(conn, where), snapshot=True)
+
+    def count_history(
+        self,
+        project_id: str | None = None,
+        final_state: PipelineState | str | None = None,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> int:
+        """How many history rows match."""
+        where = _filter(project_id, final_state, since, until)
+        return self._db.read(lambda conn: history.count(conn, where))
+
+    def iter_history(
+        self,
+        project_id: str | None = None,
+        final_state: PipelineState | str | None = None,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        batch_size: int = 1000,
+    ) -> Iterator[PipelineHistory]:
+        """Every matching row, oldest completed first, read in batches: memory stays bounded.
+
+        Each batch is its own read, so rows archived meanwhile may or may not appear; none
+        appears twice and none that existed throughout is missed.
+        """
+        # Checked now, not at the first next(): a generator would defer the error.
+        where = _filter(project_id, final_state, since, until)
+        check.integer("batch_size", batch_size, minimum=1, maximum=MAX_BATCH)
+        return self._scan(where, batch_size)
+
+    def _scan(self, where: history.Filter, batch_size: int) -> Iterator[PipelineHistory]:
+        batch: list[PipelineHistory] = []
+        while True:
+            after = HistoryCursor.after(batch[-1]) if batch else None
+            batch = self._db.read(partial(history.scan, where=where, limit=batch_size, after=after))
+            yield from batch
+            if len(batch) < batch_size:
+                return
+
+    def import_history(
+        self, records: Iterable[PipelineHistory], *, batch_size: int = 1000, progress: Progress | None = None
+    ) -> ImportResult:
+        """Add history records as they are (ids, timestamps); skip ids already present.
+
+        Each batch is one transaction and moves the kept stats with it.
+
+        Raises:
+            ValidationError: a record is not acceptable; earlier batches stay imported.
+        """
+        check.integer("batch_size", batch_size, minimum=1, maximum=MAX_BATCH)
+        check.callback("progress", progress)
+        if isinstance(records, PipelineHistory | str | bytes) or not isinstance(records, Iterable):
+            raise ValidationError(
+                f"records must be an iterable of PipelineHistory records, got {type(records).__name__}"
+            )
+        inserted = skipped = 0
+        batch: list[PipelineHistory] = []
+
+        def flush() -> None:
+            nonlocal inserted, skipped
+            added = len(self._db.write(lambda conn: history.insert(conn, batch)))
+            inserted += added
+            skipped += len(batch) - added
+            if progress is not None:
+                progress(len(batch))
+            batch.clear()
+
+        for record in records:
+            batch.append(check.history_record(record))
+            if len(batch) >= batch_size:
+                flush()
+        if batch:
+            flush()
+        return ImportResult(inserted, skipped)
+
+    def prune_history(
+        self,
+        *,
+        before: datetime,
+        project_id: str | None = None,
+        batch_size: int = 1000,
+        dry_run: bool = False,
+        progress: Progress | None = None,
+    ) -> int:
+        """Delete history completed before `before`, oldest first, each batch its own
+        transaction (a huge prune never holds the write lock for long). Active pipelines
+        are never touched.
+
+        Returns:
+            The rows deleted (or, with dry_run, that would be).
+        """
+        check.timestamp("before", before)
+        check.integer("batch_size", batch_size, minimum=1, maximum=MAX_BATCH)
+        check.callback("progress", progress)
+        where = _filter(project_id, None, None, before)
+        if dry_run:
+            return self._db.read(lambda conn: history.count(conn, where))
+        total = 0
+        while True:
+            gone = len(self._db.write(lambda conn: history.prune_batch(conn, where, batch_size)))
+            total += gone
+            if progress is not None and gone:
+                progress(gone)
+            # A short batch is not the end when another prune runs beside this one: under READ
+            # COMMITTED (PostgreSQL) rows it deleted drop out of this batch after it was chosen.
+            # So the end is a fresh look that finds no row left before the cut-off.
+            if gone < batch_size and not self._db.read(lambda conn: history.exists(conn, where)):
+                return total
 
 
-def _commit(conn: Connection) -> None:
-    """Commit what SQLAlchemy began and what ran on the driver directly (compiled.py)."""
-    if conn.in_transaction():
-        conn.commit()
-    raw = conn.connection.driver_connection
-    assert raw is not None
-    raw.commit()
+def _given(value: object, field: str) -> bool:
+    """True when an update_project argument asks for a change (None and UNSET do not)."""
+    if value is CLEAR:
+        raise ValidationError(f"{field} cannot be cleared; only github_project_id can")
+    return value is not None and value is not UNSET
 
 
-def _rollback(conn: Connection) -> None:
-    """Roll back a failed call's transaction, on SQLAlchemy's side and the driver's; a
-    connection that cannot even roll back is dropped from the pool."""
-    try:
-        if conn.in_transaction():
-            conn.rollback()
-        raw = conn.connection.driver_connection
-        if raw is not None:
-            raw.rollback()
-    except Exception:  # the connection is broken: the pool must not hand it out again
-        conn.invalidate()
+def _filter(
+    project_id: str | None,
+    final_state: PipelineState | str | None,
+    since: datetime | None,
+    until: datetime | None,
+) -> history.Filter:
+    """The checked history filters of a call."""
+    return history.Filter(
+        project_id=None if project_id is None else check.identifier("project_id", project_id),
+        final_state=None if final_state is None else check.state("final_state", final_state),
+        since=None if since is None else check.timestamp("since", since),
+        until=None if until is None else check.timestamp("until", until),
+    )
 
 
-def _seconds(field: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 86400:
-        raise ValidationError(f"{field} must be a number of seconds in (0, 86400], got {value!r}")
-    return float(value)
-
-
-def _reason(exc: BaseException) -> str:
-    """The first line of the driver's message, without SQLAlchemy's SQL and parameter dump."""
-    orig = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
-    text = str(orig).strip().splitlines()
-    return text[0] if text else type(orig).__name__
+def _cursor(before: HistoryCursor | None) -> HistoryCursor | None:
+    if before is None:
+        return None
+    if not isinstance(before, HistoryCursor):
+        raise ValidationError(f"before must be a HistoryCursor, got {type(before).__name__}")
+    return HistoryCursor(
+        completed_at=check.timestamp("before.completed_at", before.completed_at),
+        id=check.identifier("before.id", before.id),
+    )

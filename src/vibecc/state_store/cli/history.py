@@ -1,0 +1,209 @@
+"""`vibecc-state history ...` and `prune`."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import click
+
+from ..errors import StateStoreError
+from ..ops.exchange import stats_dict, to_dict
+from ..store import MAX_BATCH, MAX_PAGE, StateStore
+from . import common
+from .args import (
+    DATE,
+    DATES,
+    MAX_DAYS,
+    Owner,
+    days_ago,
+    history_owner,
+    names,
+    project_option,
+    window_options,
+)
+from .common import (
+    Env,
+    Group,
+    Interrupted,
+    confirm,
+    console,
+    emit_json,
+    interrupted,
+    iso,
+    json_option,
+    pass_env,
+    say,
+    yes_option,
+)
+from .progress import progress
+from .views import history_table, stats_table
+
+batch_option = click.option(
+    "--batch-size",
+    type=click.IntRange(1, MAX_BATCH),
+    default=1000,
+    show_default=True,
+    help="Rows per transaction.",
+)
+
+
+@click.group(cls=Group)
+def history() -> None:
+    """Finished pipelines: list and stats.
+
+    \b
+    Example:
+      vibecc-state history list --project acme/web --since 2025-01-01
+    """
+
+
+def _owner(store: StateStore, ref: str | None) -> Owner | None:
+    return None if ref is None else history_owner(store, ref)
+
+
+@history.command("list")
+@project_option
+@click.option("--state", type=click.Choice(["merged", "failed"], case_sensitive=False), help="Final state.")
+@window_options
+@click.option("--limit", type=click.IntRange(1, MAX_PAGE), default=50, show_default=True)
+@json_option
+@pass_env
+def list_history(
+    env: Env,
+    project_ref: str | None,
+    state: str | None,
+    since: datetime | None,
+    until: datetime | None,
+    limit: int,
+    as_json: bool,
+) -> None:
+    """List finished pipelines, newest first.
+
+    --project also takes a deleted project, by its id or its last repo: its history stays.
+
+    \b
+    Example:
+      vibecc-state history list --project acme/web --state failed \\
+          --since 2025-01-01 --until 2025-02-01
+    """
+    store = env.store()
+    owner = _owner(store, project_ref)
+    project = owner.id if owner else None
+    records = store.get_history(project, state, limit, since=since, until=until)
+    if as_json:
+        emit_json([to_dict(r) for r in records])
+        return
+    total = store.count_history(project, state, since=since, until=until)
+    caption = f"{total} finished pipeline(s)" + (f" of {owner.label}" if owner else "")
+    if total > len(records):
+        caption += f", newest {len(records)} shown"
+    console().print(history_table(records, names(store), caption))
+
+
+def stats_of(
+    store: StateStore, project: str | None, since: datetime | None, until: datetime | None
+) -> dict[str, Any]:
+    return stats_dict(
+        store.get_history_stats(project, since=since, until=until),
+        store.get_duration_percentiles(project, since=since, until=until),
+    )
+
+
+@history.command("stats")
+@project_option
+@window_options
+@json_option
+@pass_env
+def history_stats(
+    env: Env, project_ref: str | None, since: datetime | None, until: datetime | None, as_json: bool
+) -> None:
+    """Totals, success rate, durations (average, p50, p95) and average retries.
+
+    Totals and averages come from totals kept with every history write; p50 and p95 read the
+    durations of the history they cover, so they take longer as history grows.
+
+    \b
+    Example:
+      vibecc-state history stats --project acme/web --since 2025-01-01 --json
+    """
+    store = env.store()
+    owner = _owner(store, project_ref)
+    project = owner.id if owner else None
+    stats = stats_of(store, project, since, until)
+    if as_json:
+        emit_json({"project_id": project, "since": iso(since), "until": iso(until), **stats})
+        return
+    scope = owner.label if owner else "all projects"
+    window = "".join([f" since {iso(since)}" if since else "", f" until {iso(until)}" if until else ""])
+    console().print(stats_table(stats, f"History of {scope}{window}"))
+
+
+@click.command()
+@click.option("--before", type=DATE, help=f"{DATES}: delete history completed before it (exclusive).")
+@click.option(
+    "--keep-days",
+    type=click.IntRange(0, MAX_DAYS),
+    help=f"Delete history older than N days (0 to {MAX_DAYS:,}).",
+)
+@project_option
+@click.option("--dry-run", is_flag=True, help="Only count what would be deleted.")
+@yes_option
+@batch_option
+@json_option
+@pass_env
+def prune(
+    env: Env,
+    before: datetime | None,
+    keep_days: int | None,
+    project_ref: str | None,
+    dry_run: bool,
+    yes: bool,
+    batch_size: int,
+    as_json: bool,
+) -> None:
+    """Delete old history, oldest first, in batches (active pipelines are never touched).
+
+    Asks first, showing how many records and the cut-off; --yes skips the question, and
+    without a terminal to ask on (cron, a pipe) --yes is needed. Each batch is its own
+    transaction: an interrupted prune keeps what it deleted so far.
+
+    \b
+    Example:
+      vibecc-state prune --keep-days 90 --dry-run
+      vibecc-state prune --before 2025-01-01 --project acme/web --yes
+    """
+    if (before is None) == (keep_days is None):
+        raise click.UsageError("give exactly one of --before and --keep-days")
+    cutoff = before if before is not None else days_ago(keep_days or 0)
+    store = env.store()
+    owner = _owner(store, project_ref)
+    project = owner.id if owner else None
+    of = f" of {owner.label}" if owner else ""
+    count = store.count_history(project, until=cutoff)
+    # Without a terminal --yes is needed even when nothing is old enough yet, so that a
+    # scheduled prune fails on its first run, not on the first day it has work.
+    if not dry_run and (count or not common.stdin_is_terminal()):
+        confirm(f"delete {count:,} history record(s){of} completed before {iso(cutoff)}", yes=yes)
+    deleted = count if dry_run else _prune(store, cutoff, project, batch_size, count)
+    if as_json:
+        emit_json({"before": iso(cutoff), "project_id": project, "dry_run": dry_run, "deleted": deleted})
+    elif dry_run:
+        say(f"would delete {deleted} history record(s){of} completed before {iso(cutoff)} (dry run)")
+    else:
+        say(f"deleted {deleted} history record(s){of} completed before {iso(cutoff)}")
+
+
+def _prune(store: StateStore, cutoff: datetime, project: str | None, batch_size: int, total: int) -> int:
+    with progress("pruning history", total) as meter:
+        try:
+            return store.prune_history(
+                before=cutoff, project_id=project, batch_size=batch_size, progress=meter.add
+            )
+        except (KeyboardInterrupt, StateStoreError) as exc:
+            if not interrupted(exc):
+                raise
+            raise Interrupted(
+                f"interrupted: {meter.done} history record(s) were deleted in batches already "
+                "committed; the batch in progress was rolled back"
+            ) from None

@@ -1,0 +1,1 @@
+"""Where the data lives: URLs, engine setup per dialect, files, and the transaction runner."""

@@ -1,0 +1,209 @@
+"""Database: one store's engine, and the one way a call runs: in a transaction of its own.
+
+A call hands `read` or `write` a function of a connection. The function runs inside a
+transaction begun, committed and rolled back through SQLAlchemy; every statement goes through
+SQLAlchemy's execution, so engine events, `echo` and instrumentation see all of them. Any
+database error comes out translated by errors.translate.
+
+PostgreSQL connections are not pinged on checkout. A connection the server dropped while it
+sat in the pool fails at its call's first statement: then, and only then (nothing of the call
+ran, so nothing can have been committed), the call runs once more on a fresh connection.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from threading import Condition, RLock
+from typing import Any, TypeVar
+
+from sqlalchemy import Connection, event
+from sqlalchemy.engine import URL
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+
+from ..errors import StateStoreError, StorageError, translate
+from .dialects import EngineOptions, dialect_for
+from .urls import describe
+
+T = TypeVar("T")
+Work = Callable[[Connection], T]
+
+CLOSE_GRACE = 1.0
+"""Seconds close() lets other threads' calls finish before it interrupts them."""
+
+
+class Database:
+    """The engine of one store, its calls in flight, and closing it."""
+
+    def __init__(self, url: URL, options: EngineOptions) -> None:
+        self.url = url
+        self.where = describe(url)
+        self._closed = True
+        self._disposed = True
+        self._calls = 0
+        # Each call's connection, and whether a statement has run on it yet.
+        self._in_flight: dict[Connection, bool] = {}
+        self._calls_done = Condition()
+        self.dialect = dialect_for(url, options)
+        self.engine = self.dialect.create_engine()
+        if self.dialect.drops_connections:
+            event.listen(self.engine, "after_cursor_execute", self._ran)
+        self._errors = (SQLAlchemyError, OSError, self.engine.dialect.loaded_dbapi.Error)
+        self._closed = self._disposed = False
+
+    @property
+    def closed(self) -> bool:
+        """True once close() has begun."""
+        return self._closed
+
+    # -- calls -----------------------------------------------------------------------------
+
+    def read(self, work: Work[T], *, snapshot: bool = False) -> T:
+        """Run `work` in a read transaction. Its statements may see different commits (READ
+        COMMITTED on both engines) unless `snapshot`: then all see the same data."""
+        return self._call(work, write=False, snapshot=snapshot)
+
+    def write(
+        self,
+        work: Work[T],
+        *,
+        unique: StateStoreError | None = None,
+        foreign_key: StateStoreError | None = None,
+    ) -> T:
+        """Run `work` in a write transaction (on SQLite it holds the write lock from BEGIN);
+        `unique` and `foreign_key` are raised when the call breaks such a constraint."""
+        return self._call(work, write=True, snapshot=False, unique=unique, foreign_key=foreign_key)
+
+    @contextmanager
+    def translating(self) -> Iterator[None]:
+        """Turn any database error escaping the block into a StateStoreError."""
+        try:
+            yield
+        except self._errors as exc:
+            raise self._translate(exc) from exc
+
+    def _call(
+        self,
+        work: Work[T],
+        *,
+        write: bool,
+        snapshot: bool,
+        unique: StateStoreError | None = None,
+        foreign_key: StateStoreError | None = None,
+    ) -> T:
+        with self._calls_done:
+            if self._closed:
+                raise StorageError(f"{self.where}: the store is closed")
+            self._calls += 1
+        lock = self.dialect.write_lock if write else self.dialect.read_lock
+        options = self.dialect.transaction_options(write=write, snapshot=snapshot)
+        try:
+            try:
+                return self._attempt(work, lock, options, may_retry=True)
+            except _Dropped:
+                return self._attempt(work, lock, options, may_retry=False)
+        except self._errors as exc:
+            if isinstance(exc, StateStoreError):
+                raise
+            if self._closed:
+                raise StorageError(f"{self.where}: the store was closed during the call") from exc
+            raise self._translate(exc, unique=unique, foreign_key=foreign_key) from exc
+        finally:
+            with self._calls_done:
+                self._calls -= 1
+                self._calls_done.notify_all()
+
+    def _attempt(self, work: Work[T], lock: RLock | None, options: dict[str, Any], *, may_retry: bool) -> T:
+        locked = False
+        conn: Connection | None = None
+        try:
+            if lock is not None:
+                wait = self.dialect.options.busy_timeout
+                locked = lock.acquire(timeout=wait)
+                if not locked:
+                    raise StorageError(f"{self.where} is locked: no write slot within {wait:g} s")
+            conn = self.engine.connect()
+            if options:
+                conn.execution_options(**options)
+            with self._calls_done:
+                if self._closed:  # closed while this call waited for a lock or a connection
+                    raise StorageError(f"{self.where}: the store is closed")
+                self._in_flight[conn] = False
+            transaction = conn.begin()
+            try:
+                result = work(conn)
+                transaction.commit()
+            except BaseException as exc:
+                _rollback(conn)
+                dropped = isinstance(exc, DBAPIError) and exc.connection_invalidated
+                ran = self._in_flight.get(conn, True)
+                if may_retry and dropped and self.dialect.drops_connections and not ran:
+                    raise _Dropped from exc  # before its first statement: nothing of the call ran
+                raise
+            return result
+        finally:
+            if conn is not None:
+                self._release(conn)
+            if locked:
+                assert lock is not None
+                lock.release()
+
+    def _ran(self, conn: Connection, *_: object) -> None:
+        if conn in self._in_flight:
+            self._in_flight[conn] = True
+
+    def _release(self, conn: Connection) -> None:
+        """Hand a finished call's connection back, or close it for good once the store is closed."""
+        with self._calls_done:
+            self._in_flight.pop(conn, None)
+            closing = self._closed
+        if closing:
+            conn.invalidate()  # closes the driver connection now, not when the pool is collected
+        conn.close()
+
+    def _translate(
+        self,
+        exc: BaseException,
+        *,
+        unique: StateStoreError | None = None,
+        foreign_key: StateStoreError | None = None,
+    ) -> StateStoreError:
+        return translate(
+            exc, self.where, unique=unique, foreign_key=foreign_key, hint=self.dialect.explain(exc)
+        )
+
+    # -- closing ---------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close every connection. Calls other threads are making meanwhile are interrupted
+        when they do not finish within CLOSE_GRACE; close returns once each has closed its
+        connection, so no file handle or server session stays open."""
+        with self._calls_done:
+            if self._closed:
+                # Another thread is closing (or has closed) it: return when that is done too.
+                self._calls_done.wait_for(lambda: self._disposed)
+                return
+            self._closed = True
+            if not self._calls_done.wait_for(lambda: not self._calls, timeout=CLOSE_GRACE):
+                for conn in list(self._in_flight):
+                    self.dialect.interrupt(conn)
+                self._calls_done.wait_for(lambda: not self._calls)
+        try:
+            self.engine.dispose()
+        finally:
+            with self._calls_done:
+                self._disposed = True
+                self._calls_done.notify_all()
+
+
+class _Dropped(Exception):
+    """A call's connection was dropped before its first statement ran: run the call again."""
+
+
+def _rollback(conn: Connection) -> None:
+    """Roll back a failed call's transaction; a connection that cannot even roll back is
+    dropped, so the pool never hands it out again."""
+    try:
+        conn.rollback()
+    except Exception:
+        conn.invalidate()

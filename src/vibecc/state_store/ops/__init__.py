@@ -1,0 +1,1 @@
+"""Whole-store operations over the public API: backup, copy, export and import."""

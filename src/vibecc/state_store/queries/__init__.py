@@ -1,0 +1,1 @@
+"""The SQL of every public call: statements built once, and plain functions taking a connection."""

@@ -1,0 +1,363 @@
+"""Field rules: what a valid argument or record field is, the same on every engine.
+
+Each record has one table of its fields' rules (PROJECT_FIELDS, PIPELINE_FIELDS,
+HISTORY_FIELDS), used by the calls that create and update it and by the checks of records
+handed back in; text limits are the lengths of the models' columns.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+from sqlalchemy import Column
+
+from .errors import ValidationError
+from .models import pipelines, projects
+from .records import Pipeline, PipelineHistory, PipelineState
+
+
+def _length(column: Column[Any]) -> int:
+    length = getattr(column.type, "length", None)
+    assert isinstance(length, int), column
+    return length
+
+
+MAX_NAME = _length(projects.c.name)
+MAX_BRANCH = _length(pipelines.c.branch_name)
+MAX_ID = _length(projects.c.id)
+MAX_TICKET_ID = _length(pipelines.c.ticket_id)
+MAX_TICKET_TITLE = _length(pipelines.c.ticket_title)
+MAX_URL = _length(pipelines.c.pr_url)
+MAX_TEXT_BYTES = 1024 * 1024
+MAX_URL = 2048
+MAX_RETRIES_LIMIT = 1000
+MAX_INT = 2**63 - 1
+MAX_INT32 = 2**31 - 1
+"""The largest value of an Integer column (version) on PostgreSQL."""
+MAX_RETRY_COUNT = 1_000_000
+"""Retries of one pipeline; far above any max_retries setting (at most MAX_RETRIES_LIMIT)."""
+MAX_DURATION_SECONDS = 36_525 * 86_400
+"""A hundred years: no pipeline runs longer. Bounded so that the kept totals (BIGINT sums)
+cannot overflow before billions of rows, on either engine."""
+
+_OWNER = re.compile(r"[A-Za-z0-9](?:-?[A-Za-z0-9]){0,38}")
+_REPO_NAME = re.compile(r"[A-Za-z0-9._-]{1,100}")
+# What `git check-ref-format` forbids anywhere in a ref: control characters, space, ~ ^ : ? * [ \
+_BRANCH_BAD_CHARS = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]")
+
+
+def _describe(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def text(
+    field: str,
+    value: Any,
+    *,
+    max_chars: int | None = None,
+    max_bytes: int | None = None,
+    allow_empty: bool = False,
+    allow_blank: bool = False,
+) -> str:
+    """A str that PostgreSQL and SQLite both store exactly: no NUL, no lone surrogate."""
+    if not isinstance(value, str):
+        raise ValidationError(f"{field} must be a str, got {type(value).__name__} {_describe(value)}")
+    if not value and not allow_empty:
+        raise ValidationError(f"{field} must not be empty")
+    if value and not allow_blank and not value.strip():
+        raise ValidationError(f"{field} must not be blank, got {_describe(value)}")
+    if "\x00" in value:
+        raise ValidationError(f"{field} must not contain a NUL character")
+    try:
+        encoded = value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValidationError(f"{field} is not valid Unicode text (lone surrogate at {exc.start})") from None
+    if max_chars is not None and len(value) > max_chars:
+        raise ValidationError(f"{field} must be at most {max_chars} characters, got {len(value)}")
+    if max_bytes is not None and len(encoded) > max_bytes:
+        raise ValidationError(f"{field} must be at most {max_bytes} bytes of UTF-8, got {len(encoded)}")
+    return value
+
+
+def integer(field: str, value: Any, *, minimum: int, maximum: int = MAX_INT) -> int:
+    """An int (never a bool) within [minimum, maximum]."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValidationError(f"{field} must be an int, got {type(value).__name__} {_describe(value)}")
+    if not minimum <= value <= maximum:
+        raise ValidationError(f"{field} must be between {minimum} and {maximum}, got {value}")
+    return int(value)
+
+
+def retry_count(field: str, value: Any) -> int:
+    """A retry counter: 0 to MAX_RETRY_COUNT."""
+    return integer(field, value, minimum=0, maximum=MAX_RETRY_COUNT)
+
+
+def duration(field: str, value: Any) -> int:
+    """Whole seconds, 0 to a hundred years."""
+    return integer(field, value, minimum=0, maximum=MAX_DURATION_SECONDS)
+
+
+def optional_integer(field: str, value: Any, *, minimum: int) -> int | None:
+    return None if value is None else integer(field, value, minimum=minimum)
+
+
+def repo(value: Any) -> str:
+    """`owner/name` by GitHub's rules."""
+    text("repo", value, max_chars=140)
+    owner, slash, repo_name = value.partition("/")
+    if not slash or not _OWNER.fullmatch(owner):
+        raise ValidationError(
+            f"repo must be 'owner/name' with a GitHub owner (letters, digits, single inner "
+            f"hyphens, at most 39), got {_describe(value)}"
+        )
+    if not _REPO_NAME.fullmatch(repo_name) or repo_name in (".", ".."):
+        raise ValidationError(
+            f"repo must be 'owner/name' with a GitHub repository name (letters, digits, '.', '_', "
+            f"'-', at most 100, not '.' or '..'), got {_describe(value)}"
+        )
+    return str(value)
+
+
+def branch(field: str, value: Any) -> str:
+    """A branch name that `git check-ref-format --branch` accepts."""
+    text(field, value, max_chars=MAX_BRANCH)
+    problem = _branch_problem(value)
+    if problem:
+        raise ValidationError(f"{field} is not a valid git branch name ({problem}): {_describe(value)}")
+    return str(value)
+
+
+def _branch_problem(value: str) -> str | None:
+    if value.startswith("-"):
+        return "starts with '-'"
+    if value in ("@", "HEAD"):
+        return f"'{value}' is reserved"
+    if _BRANCH_BAD_CHARS.search(value):
+        return "contains a space, control character or one of ~ ^ : ? * [ \\"
+    if ".." in value or "@{" in value:
+        return "contains '..' or '@{'"
+    if value.startswith("/") or value.endswith("/") or "//" in value:
+        return "has an empty path component"
+    if value.endswith("."):
+        return "ends with '.'"
+    for component in value.split("/"):
+        if component.startswith("."):
+            return "a component starts with '.'"
+        if component.endswith(".lock"):
+            return "a component ends with '.lock'"
+    return None
+
+
+def ticket_id(value: Any) -> str:
+    """A ticket reference; an int is stored as its decimal string."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        integer("ticket_id", value, minimum=0)
+        return str(value)
+    text("ticket_id", value, max_chars=MAX_TICKET_ID)
+    if any(ch.isspace() for ch in value):
+        raise ValidationError(f"ticket_id must not contain whitespace, got {_describe(value)}")
+    return str(value)
+
+
+def stored_ticket_id(field: str, value: Any) -> str:
+    """The ticket id of a record handed back in (a str, as the store hands it out)."""
+    if not isinstance(value, str):
+        raise ValidationError(f"{field} must be a str, got {type(value).__name__} {_describe(value)}")
+    return ticket_id(value)
+
+
+def callback(field: str, value: Any) -> None:
+    """None or something callable (a progress callback)."""
+    if value is not None and not callable(value):
+        raise ValidationError(f"{field} must be callable or None, got {type(value).__name__}")
+
+
+def long_text(field: str, value: Any) -> str:
+    """ticket_body or feedback: any text up to 1 MiB, empty allowed."""
+    return text(field, value, max_bytes=MAX_TEXT_BYTES, allow_empty=True, allow_blank=True)
+
+
+def pr_url(value: Any) -> str:
+    """An absolute http(s) URL."""
+    text("pr_url", value, max_chars=MAX_URL)
+    if any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value):
+        raise ValidationError(f"pr_url must not contain whitespace or control characters: {_describe(value)}")
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018  (raises on a malformed port)
+    except ValueError as exc:
+        raise ValidationError(f"pr_url is not a valid URL ({exc}): {_describe(value)}") from None
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        raise ValidationError(f"pr_url must be an absolute http(s) URL, got {_describe(value)}")
+    return str(value)
+
+
+def state(field: str, value: Any) -> PipelineState:
+    """A PipelineState or its value."""
+    if isinstance(value, PipelineState):
+        return value
+    if isinstance(value, str):
+        try:
+            return PipelineState(value)
+        except ValueError:
+            pass
+    allowed = ", ".join(s.value for s in PipelineState)
+    raise ValidationError(f"{field} must be a PipelineState or one of {allowed}; got {_describe(value)}")
+
+
+def timestamp(field: str, value: Any) -> datetime:
+    """A timezone-aware datetime, as UTC (naive ones are refused: their zone is unknown)."""
+    if not isinstance(value, datetime):
+        raise ValidationError(f"{field} must be a timezone-aware datetime, got {_describe(value)}")
+    try:
+        aware = value.utcoffset() is not None
+        converted = value.astimezone(UTC) if aware else None
+    except OverflowError:
+        raise ValidationError(f"{field} is out of range once converted to UTC: {_describe(value)}") from None
+    except Exception:  # a tzinfo of the caller's whose utcoffset() misbehaves
+        raise ValidationError(f"{field} has a time zone that gives no valid UTC offset") from None
+    if converted is None:
+        raise ValidationError(f"{field} must be a timezone-aware datetime, got {_describe(value)}")
+    return converted
+
+
+def identifier(field: str, value: Any) -> str:
+    """An id as handed out by the store: a non-empty str no longer than the id columns (36), so
+    every engine can compare and store it; unknown ids are NotFound, not invalid."""
+    return text(field, value, max_chars=MAX_ID)
+
+
+def seconds(field: str, value: Any) -> float:
+    """A number of seconds in (0, 86400] (a timeout)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 86400:
+        raise ValidationError(f"{field} must be a number of seconds in (0, 86400], got {value!r}")
+    return float(value)
+
+
+def retries_limit(field: str, value: Any) -> int:
+    """A project's max_retries_ci / max_retries_review."""
+    return integer(field, value, minimum=0, maximum=MAX_RETRIES_LIMIT)
+
+
+def version(field: str, value: Any) -> int:
+    """A pipeline version: 1 up to the largest value of its column."""
+    return integer(field, value, minimum=1, maximum=MAX_INT32)
+
+
+def finished(pipeline_id: str, value: PipelineState) -> PipelineState:
+    """Only MERGED and FAILED pipelines go to history."""
+    if not value.is_terminal:
+        raise ValidationError(
+            f"pipeline {pipeline_id} is {value.value}; only merged or failed pipelines go to history"
+        )
+    return value
+
+
+Rule = Callable[[str, Any], Any]
+"""Checks the value of the named field; returns it as stored (or raises ValidationError)."""
+
+
+def _optional(rule: Rule) -> Rule:
+    return lambda field, value: None if value is None else rule(field, value)
+
+
+def _positive(field: str, value: Any) -> int:
+    return integer(field, value, minimum=1)
+
+
+def _name(field: str, value: Any) -> str:
+    return text(field, value, max_chars=MAX_NAME)
+
+
+def _title(field: str, value: Any) -> str:
+    return text(field, value, max_chars=MAX_TICKET_TITLE)
+
+
+def _url(field: str, value: Any) -> str:
+    return pr_url(value)
+
+
+def _repo(field: str, value: Any) -> str:
+    return repo(value)
+
+
+PROJECT_FIELDS: dict[str, Rule] = {
+    "name": _name,
+    "repo": _repo,
+    "base_branch": branch,
+    "github_project_id": _optional(_positive),
+    "max_retries_ci": retries_limit,
+    "max_retries_review": retries_limit,
+}
+"""The fields of a project a caller sets."""
+PIPELINE_FIELDS: dict[str, Rule] = {
+    "id": identifier,
+    "project_id": identifier,
+    "ticket_id": stored_ticket_id,
+    "ticket_title": _title,
+    "ticket_body": long_text,
+    "state": state,
+    "branch_name": branch,
+    "pr_id": _optional(_positive),
+    "pr_url": _optional(_url),
+    "retry_count_ci": retry_count,
+    "retry_count_review": retry_count,
+    "feedback": _optional(long_text),
+    "created_at": timestamp,
+    "updated_at": timestamp,
+    "version": version,
+}
+HISTORY_FIELDS: dict[str, Rule] = {
+    "id": identifier,
+    "project_id": identifier,
+    "ticket_id": stored_ticket_id,
+    "ticket_title": _title,
+    "final_state": state,
+    "branch_name": branch,
+    "pr_id": _optional(_positive),
+    "pr_url": _optional(_url),
+    "total_retries_ci": retry_count,
+    "total_retries_review": retry_count,
+    "started_at": timestamp,
+    "completed_at": timestamp,
+    "duration_seconds": duration,
+}
+
+
+def project_field(field: str, value: Any) -> Any:
+    """The value of a project's field, checked by its rule."""
+    return PROJECT_FIELDS[field](field, value)
+
+
+def pipeline_field(field: str, value: Any) -> Any:
+    """The value of a pipeline's field, checked by its rule."""
+    return PIPELINE_FIELDS[field](field, value)
+
+
+def pipeline_record(pipeline: Any) -> Pipeline:
+    """Every field of a Pipeline record handed back in (save_to_history)."""
+    if not isinstance(pipeline, Pipeline):
+        raise ValidationError(f"pipeline must be a Pipeline record, got {type(pipeline).__name__}")
+    for field, rule in PIPELINE_FIELDS.items():
+        rule(f"pipeline.{field}", getattr(pipeline, field))
+    return pipeline
+
+
+def history_record(record: Any) -> PipelineHistory:
+    """Every field of a history record given from outside (import, copy)."""
+    if not isinstance(record, PipelineHistory):
+        raise ValidationError(f"expected a PipelineHistory record, got {type(record).__name__}")
+    for field, rule in HISTORY_FIELDS.items():
+        rule(field, getattr(record, field))
+        if field == "final_state" and not state(field, record.final_state).is_terminal:
+            raise ValidationError(
+                f"final_state of history record {record.id} is {PipelineState(record.final_state).value}; "
+                "history holds merged or failed pipelines only"
+            )
+    return record
