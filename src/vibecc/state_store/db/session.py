@@ -15,9 +15,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from threading import Condition, RLock
-from typing import Any, TypeVar
+from typing import TypeVar
 
-from sqlalchemy import Connection, event
+from sqlalchemy import Connection, Engine, event
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
@@ -49,6 +49,14 @@ class Database:
         if self.dialect.drops_connections:
             event.listen(self.engine, "after_cursor_execute", self._ran)
         self._errors = (SQLAlchemyError, OSError, self.engine.dialect.loaded_dbapi.Error)
+        # One engine per kind of transaction, sharing the pool: Engine.execution_options sets
+        # how its connections begin once, instead of on every call's connection.
+        self._engines: dict[tuple[bool, bool], Engine] = {}
+        for write, snapshot in ((True, False), (False, False), (False, True)):
+            begins = self.dialect.transaction_options(write=write, snapshot=snapshot)
+            self._engines[write, snapshot] = (
+                self.engine.execution_options(**begins) if begins else self.engine
+            )
         self._closed = self._disposed = False
 
     @property
@@ -96,12 +104,12 @@ class Database:
                 raise StorageError(f"{self.where}: the store is closed")
             self._calls += 1
         lock = self.dialect.write_lock if write else self.dialect.read_lock
-        options = self.dialect.transaction_options(write=write, snapshot=snapshot)
+        engine = self._engines[write, snapshot]
         try:
             try:
-                return self._attempt(work, lock, options, may_retry=True)
+                return self._attempt(work, lock, engine, may_retry=True)
             except _Dropped:
-                return self._attempt(work, lock, options, may_retry=False)
+                return self._attempt(work, lock, engine, may_retry=False)
         except self._errors as exc:
             if isinstance(exc, StateStoreError):
                 raise
@@ -113,7 +121,7 @@ class Database:
                 self._calls -= 1
                 self._calls_done.notify_all()
 
-    def _attempt(self, work: Work[T], lock: RLock | None, options: dict[str, Any], *, may_retry: bool) -> T:
+    def _attempt(self, work: Work[T], lock: RLock | None, engine: Engine, *, may_retry: bool) -> T:
         locked = False
         conn: Connection | None = None
         try:
@@ -122,9 +130,7 @@ class Database:
                 locked = lock.acquire(timeout=wait)
                 if not locked:
                     raise StorageError(f"{self.where} is locked: no write slot within {wait:g} s")
-            conn = self.engine.connect()
-            if options:
-                conn.execution_options(**options)
+            conn = engine.connect()
             with self._calls_done:
                 if self._closed:  # closed while this call waited for a lock or a connection
                     raise StorageError(f"{self.where}: the store is closed")
