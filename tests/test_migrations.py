@@ -87,6 +87,11 @@ def contents(store: StateStore) -> tuple[list[Project], list[Pipeline], list[Pip
 
 def test_one_head_and_it_is_migrate_head() -> None:
     assert migrate.script().get_heads() == [migrate.HEAD]
+    # HEAD comes from Alembic; the newest script file, 0003, says the same on its own.
+    newest = sorted((Path(migrate.__file__).parent / "migrations" / "versions").glob("[0-9]*.py"))[-1]
+    assert newest.name.startswith("0003_")
+    assert f'\nrevision = "{migrate.HEAD}"\n' in newest.read_text(encoding="utf-8")
+    assert migrate.HEAD == migrate.head() == "0003"
     chain = migrate.revisions()
     assert chain[-1].revision == migrate.HEAD
     assert chain[0].down_revision is None

@@ -69,12 +69,12 @@ ALLOWED = {
     ): "DDL: column comes from the fixed _TIMESTAMPS table, zone is the literal 'UTC'",
     (
         "migrations/versions/0002_versioned_pipelines.py",
-        'batch.create_check_constraint("state", f"state IN ({STATE_VALUES})")',
-    ): "DDL from the module constant STATE_VALUES",
+        'batch.create_check_constraint(op.f("ck_pipelines_state"), f"state IN ({_STATE_VALUES})")',
+    ): "DDL from the revision's frozen constant _STATE_VALUES",
     (
         "migrations/versions/0002_versioned_pipelines.py",
-        'batch.create_check_constraint("final_state", f"final_state IN ({STATE_VALUES})")',
-    ): "DDL from the module constant STATE_VALUES",
+        'op.f("ck_pipeline_history_final_state"), f"final_state IN ({_STATE_VALUES})"',
+    ): "DDL from the revision's frozen constant _STATE_VALUES",
 }
 """Exact source lines (stripped) that build SQL text, each with the reason it is safe."""
 

@@ -7,18 +7,20 @@ opening one new database at once never both migrate.
 
 from __future__ import annotations
 
+import functools
 import io
 import warnings
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Engine, inspect, text
 
 from .db.dialects import migration_lock
 from .errors import SchemaVersionError
 
-HEAD = "0003"
-"""The newest revision; a test checks it against the migration scripts."""
+if TYPE_CHECKING:
+    HEAD: str
+    """The newest revision, read from the migration scripts on first use (see head())."""
 LEGACY_BASELINE = "0001"
 LEGACY_TABLES = frozenset({"projects", "pipelines", "pipeline_history"})
 UPGRADE_HINT = "run `vibecc-state db upgrade` or open the store with auto_migrate=True"
@@ -52,6 +54,30 @@ def script() -> Any:
     return ScriptDirectory.from_config(config())
 
 
+@functools.cache
+def head() -> str:
+    """The newest revision, as Alembic's script directory has it.
+
+    Raises:
+        alembic.util.CommandError: the scripts have several heads.
+    """
+    found = script().get_current_head()
+    if found is None:
+        raise RuntimeError("the migration scripts have no revision")
+    return str(found)
+
+
+def _module_attribute(name: str) -> str:
+    """`migrate.HEAD`, computed on first use: importing the store does not load Alembic."""
+    if name == "HEAD":
+        return head()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+if not TYPE_CHECKING:
+    __getattr__ = _module_attribute
+
+
 def revisions() -> list[Revision]:
     """All revisions, oldest first."""
     scripts = list(script().walk_revisions())
@@ -71,7 +97,7 @@ def ensure_schema(engine: Engine, *, auto_migrate: bool) -> None:
         SchemaVersionError: the schema is behind and auto_migrate is False, ahead of this
             code, or not recognisable.
     """
-    if current(engine) == HEAD:
+    if current(engine) == head():
         return
     with migration_lock(engine, _SQLITE_LOCK_WAIT) as conn:
         _upgrade_locked(conn, "head", auto_migrate=auto_migrate)
@@ -93,13 +119,14 @@ def downgrade(engine: Engine, revision: str) -> None:
 def check(engine: Engine) -> list[str]:
     """Differences between the database and the models; empty when it is at head and matches."""
     from alembic.autogenerate import compare_metadata
-    from alembic.migration import MigrationContext
+    from alembic.runtime.migration import MigrationContext
 
     from .models import Base
 
     with engine.connect() as conn:
         stored = _stored_revision(conn)
-        problems = [] if stored == HEAD else [f"schema is at {stored or 'no revision'}, head is {HEAD}"]
+        newest = head()
+        problems = [] if stored == newest else [f"schema is at {stored or 'no revision'}, head is {newest}"]
         context = MigrationContext.configure(conn, opts={"compare_type": True})
         with warnings.catch_warnings():
             # Alembic cannot compare expression indexes; they are checked by name below.
@@ -140,7 +167,7 @@ def _upgrade_locked(conn: Connection, revision: str, *, auto_migrate: bool) -> N
     from alembic import command
 
     stored = _stored_revision(conn)
-    if stored == HEAD and revision == "head":
+    if stored == head() and revision == "head":
         return
     if stored is None:
         tables = set(inspect(conn).get_table_names())
@@ -161,7 +188,7 @@ def _upgrade_locked(conn: Connection, revision: str, *, auto_migrate: bool) -> N
         _refuse_unknown(conn, stored)
         if not auto_migrate:
             raise SchemaVersionError(
-                f"database schema is at revision {stored}, this code needs {HEAD}; {UPGRADE_HINT}"
+                f"database schema is at revision {stored}, this code needs {head()}; {UPGRADE_HINT}"
             )
     command.upgrade(config(conn), revision)
 
@@ -171,13 +198,14 @@ def _refuse_unknown(conn: Connection, stored: str | None = None) -> None:
     known = {r.revision for r in revisions()}
     if stored is not None and stored not in known:
         raise SchemaVersionError(
-            f"database schema is at revision {stored}, newer than this code (head {HEAD}); "
+            f"database schema is at revision {stored}, newer than this code (head {head()}); "
             "upgrade vibecc-state-store to open it"
         )
 
 
 def _stored_revision(conn: Connection) -> str | None:
-    if not inspect(conn).has_table("alembic_version"):
-        return None
-    rows = conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all()
-    return rows[0] if rows else None
+    """The revision in the database's version table, as Alembic reads it; None when it has none."""
+    from alembic.runtime.migration import MigrationContext
+
+    stored = MigrationContext.configure(conn).get_current_heads()
+    return stored[0] if stored else None

@@ -25,6 +25,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
 from .errors import StorageError
+from .records import PipelineState
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -46,7 +47,8 @@ def ordered_text(length: int) -> TypeEngine[str]:
 KEY = ordered_text(36)
 """Ids and the project ids that refer to them."""
 
-STATE_VALUES = "'queued', 'coding', 'testing', 'review', 'merged', 'failed'"
+STATE_VALUES = ", ".join(f"'{state.value}'" for state in PipelineState)
+"""The states as an SQL list for the check constraints: "'queued', 'coding', ..."."""
 
 
 class UTCDateTime(TypeDecorator[datetime]):

@@ -1,12 +1,23 @@
 """The tables of the earlier state store (revision 0001), for its migration and for rendering
-later migrations offline, where SQLite's table rebuilds cannot reflect a live database."""
+later migrations offline, where SQLite's table rebuilds cannot reflect a live database.
+
+Self-contained: nothing here comes from the models, so later changes to them leave these
+tables as revision 0001 made them. Every constraint is named here, not by a naming convention.
+"""
 
 from __future__ import annotations
 
 import sqlalchemy as sa
 from sqlalchemy.schema import SchemaItem
 
-from vibecc.state_store.models import NAMING_CONVENTION
+# Frozen as of revision 0001: the naming convention of the tables it made.
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
 
 
 def items(table: str) -> list[SchemaItem]:
@@ -30,6 +41,7 @@ def _projects() -> list[SchemaItem]:
         sa.Column("max_retries_review", sa.Integer(), nullable=False),
         sa.Column("created_at", sa.DateTime(), nullable=False),
         sa.Column("updated_at", sa.DateTime(), nullable=False),
+        sa.PrimaryKeyConstraint(name="pk_projects"),
         sa.UniqueConstraint("repo", name="uq_projects_repo"),
     ]
 
@@ -37,7 +49,12 @@ def _projects() -> list[SchemaItem]:
 def _pipelines() -> list[SchemaItem]:
     return [
         sa.Column("id", sa.String(36), primary_key=True),
-        sa.Column("project_id", sa.String(36), sa.ForeignKey("projects.id"), nullable=False),
+        sa.Column(
+            "project_id",
+            sa.String(36),
+            sa.ForeignKey("projects.id", name="fk_pipelines_project_id_projects"),
+            nullable=False,
+        ),
         sa.Column("ticket_id", sa.String(64), nullable=False),
         sa.Column("ticket_title", sa.String(1000), nullable=False),
         sa.Column("ticket_body", sa.Text()),
@@ -51,6 +68,7 @@ def _pipelines() -> list[SchemaItem]:
         sa.Column("feedback", sa.Text()),
         sa.Column("created_at", sa.DateTime(), nullable=False),
         sa.Column("updated_at", sa.DateTime(), nullable=False),
+        sa.PrimaryKeyConstraint(name="pk_pipelines"),
     ]
 
 
@@ -69,6 +87,7 @@ def _pipeline_history() -> list[SchemaItem]:
         sa.Column("started_at", sa.DateTime(), nullable=False),
         sa.Column("completed_at", sa.DateTime(), nullable=False),
         sa.Column("duration_seconds", sa.Integer(), nullable=False),
+        sa.PrimaryKeyConstraint(name="pk_pipeline_history"),
     ]
 
 

@@ -15,12 +15,28 @@ from alembic.operations import BatchOperations
 
 from vibecc.state_store.errors import SchemaVersionError
 from vibecc.state_store.migrations import baseline
-from vibecc.state_store.models import NAMING_CONVENTION, STATE_VALUES, ordered_text
 
 revision = "0002"
 down_revision = "0001"
 branch_labels = None
 depends_on = None
+
+# Frozen as of revision 0002: this revision's own copies of the models' constants and types,
+# so that later changes to the models leave what it does unchanged.
+_NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+_STATE_VALUES = "'queued', 'coding', 'testing', 'review', 'merged', 'failed'"
+
+
+def _ordered_text(length: int) -> sa.types.TypeEngine[str]:
+    """VARCHAR that compares by code point on PostgreSQL too (COLLATE "C"), as on SQLite."""
+    return sa.String(length).with_variant(sa.String(length, collation="C"), "postgresql")
+
 
 _TIMESTAMPS = {
     "projects": ("created_at", "updated_at"),
@@ -35,7 +51,7 @@ def _keys(batch: BatchOperations, columns: tuple[str, ...], *, ordered: bool) ->
         length = 255 if column == "name" else 36
         batch.alter_column(
             column,
-            type_=ordered_text(length) if ordered else sa.String(length),
+            type_=_ordered_text(length) if ordered else sa.String(length),
             existing_type=sa.String(length),
             existing_nullable=False,
         )
@@ -150,7 +166,7 @@ def _rebuild(name: str) -> Any:
     """Batch changes of one table; offline, SQLite's rebuild starts from the 0001 table
     because there is no database to reflect."""
     copy_from = baseline.table(name) if context.is_offline_mode() else None
-    return op.batch_alter_table(name, naming_convention=NAMING_CONVENTION, copy_from=copy_from)
+    return op.batch_alter_table(name, naming_convention=_NAMING_CONVENTION, copy_from=copy_from)
 
 
 def upgrade() -> None:
@@ -173,8 +189,8 @@ def upgrade() -> None:
         batch.alter_column("pr_id", type_=sa.BigInteger(), existing_type=sa.Integer())
         _timestamps(batch, "pipelines", aware=True)
         _keys(batch, ("id", "project_id"), ordered=True)
-        batch.create_check_constraint("state", f"state IN ({STATE_VALUES})")
-        batch.create_check_constraint("version", "version >= 1")
+        batch.create_check_constraint(op.f("ck_pipelines_state"), f"state IN ({_STATE_VALUES})")
+        batch.create_check_constraint(op.f("ck_pipelines_version"), "version >= 1")
         batch.create_index("uq_pipelines_project_id_ticket_id", ["project_id", "ticket_id"], unique=True)
         batch.create_index(
             "ix_pipelines_project_id_state_created_at_id", ["project_id", "state", "created_at", "id"]
@@ -192,7 +208,9 @@ def upgrade() -> None:
         )
         _timestamps(batch, "pipeline_history", aware=True)
         _keys(batch, ("id", "project_id"), ordered=True)
-        batch.create_check_constraint("final_state", f"final_state IN ({STATE_VALUES})")
+        batch.create_check_constraint(
+            op.f("ck_pipeline_history_final_state"), f"final_state IN ({_STATE_VALUES})"
+        )
         batch.create_index(
             "ix_pipeline_history_project_id_completed_at_id", ["project_id", "completed_at", "id"]
         )
@@ -203,7 +221,7 @@ def upgrade() -> None:
 
     op.create_table(
         "history_stats",
-        sa.Column("project_id", ordered_text(36), nullable=False),
+        sa.Column("project_id", _ordered_text(36), nullable=False),
         sa.Column("total_completed", sa.BigInteger(), nullable=False),
         sa.Column("total_merged", sa.BigInteger(), nullable=False),
         sa.Column("total_failed", sa.BigInteger(), nullable=False),
@@ -226,7 +244,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_table("history_stats")
 
-    with op.batch_alter_table("pipeline_history", naming_convention=NAMING_CONVENTION) as batch:
+    with op.batch_alter_table("pipeline_history", naming_convention=_NAMING_CONVENTION) as batch:
         batch.drop_index("ix_pipeline_history_completed_at_id")
         batch.drop_index("ix_pipeline_history_final_state_completed_at_id")
         batch.drop_index("ix_pipeline_history_project_id_completed_at_id")
@@ -241,7 +259,7 @@ def downgrade() -> None:
             "final_state", type_=sa.String(7), existing_type=sa.String(16), existing_nullable=False
         )
 
-    with op.batch_alter_table("pipelines", naming_convention=NAMING_CONVENTION) as batch:
+    with op.batch_alter_table("pipelines", naming_convention=_NAMING_CONVENTION) as batch:
         batch.drop_index("ix_pipelines_created_at_id")
         batch.drop_index("ix_pipelines_state_created_at_id")
         batch.drop_index("ix_pipelines_project_id_state_created_at_id")
@@ -255,7 +273,7 @@ def downgrade() -> None:
         batch.alter_column("state", type_=sa.String(7), existing_type=sa.String(16), existing_nullable=False)
         batch.drop_column("version")
 
-    with op.batch_alter_table("projects", naming_convention=NAMING_CONVENTION) as batch:
+    with op.batch_alter_table("projects", naming_convention=_NAMING_CONVENTION) as batch:
         _timestamps(batch, "projects", aware=False)
         _keys(batch, ("id", "name"), ordered=False)
         batch.alter_column("github_project_id", type_=sa.Integer(), existing_type=sa.BigInteger())

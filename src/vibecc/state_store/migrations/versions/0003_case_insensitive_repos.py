@@ -18,7 +18,8 @@ down_revision = "0002"
 branch_labels = None
 depends_on = None
 
-# This revision's own copy of the id type: ids compare by code point on PostgreSQL too.
+# Frozen as of revision 0003: its own copy of the id type (ids compare by code point on
+# PostgreSQL too), so later changes to the models leave this revision unchanged.
 _KEY = sa.String(36).with_variant(sa.String(36, collation="C"), "postgresql")
 
 
@@ -42,7 +43,7 @@ def _refuse_repos_differing_in_case() -> None:
         )
 
 
-# The store's limits when this revision was written: its own copy, so later edits change nothing.
+# Frozen as of revision 0003: the store's limits when it was written, so later edits change nothing.
 _MAX_DURATION_SECONDS = 36_525 * 86_400
 _MAX_RETRY_COUNT = 1_000_000
 
