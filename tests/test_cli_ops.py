@@ -47,9 +47,10 @@ def test_copy_into_an_empty_store_verifies_every_table(store_url: str, fresh_db:
         "pipeline_history": 7,
         "deleted_projects": 0,
         "history_stats": 1,
+        "pipeline_transitions": 1,  # the active pipeline's creation; imported history has none
     }
     assert all(t["matches"] and t["source_checksum"] == t["target_checksum"] for t in tables.values())
-    assert report["rows"] == 9
+    assert report["rows"] == 10
     assert _snapshot(target) == _snapshot(store_url)
 
 
@@ -58,7 +59,7 @@ def test_copy_table_output_and_a_target_with_data_is_refused(store_url: str, tmp
     target = str(tmp_path / "copy" / "vibecc.db")
     shown = ok(store_url, "copy", "--to", target)
     assert "pipeline_history" in shown.stdout
-    assert "copied 9 rows; every table verified" in shown.stdout
+    assert "copied 10 rows; every table verified" in shown.stdout
     assert shown.stderr == ""
     one_line_error(run(store_url, "copy", "--to", target), 2, "is not empty", "nothing written")
 

@@ -20,6 +20,7 @@ from vibecc.state_store import (
     StateStore,
     StorageError,
     TargetNotEmptyError,
+    Transition,
     ValidationError,
     copy_store,
 )
@@ -44,6 +45,7 @@ class Contents:
     history: list[PipelineHistory]
     stats: HistoryStats
     stats_by_project: dict[str, HistoryStats]
+    timelines: dict[str, list[Transition]]
 
 
 def contents(store: StateStore) -> Contents:
@@ -56,6 +58,10 @@ def contents(store: StateStore) -> Contents:
         history=history,
         stats=store.get_history_stats(),
         stats_by_project={pid: store.get_history_stats(pid) for pid in sorted(project_ids)},
+        timelines={
+            key: store.get_timeline(key)
+            for key in sorted({p.id for p in store.list_pipelines()} | {r.id for r in history})
+        },
     )
 
 
@@ -113,6 +119,7 @@ def populate(store: StateStore) -> dict[str, int]:
         "pipeline_history": archived + len(imported),
         "deleted_projects": 1,
         "history_stats": 3,
+        "pipeline_transitions": sum(len(timeline) for timeline in contents(store).timelines.values()),
     }
 
 
@@ -152,7 +159,7 @@ def test_copy_to_an_empty_store_reports_progress_per_batch(store: StateStore, fr
 
     batches = [
         (table, min(3, counts[table] - done))
-        for table in ("projects", "pipelines", "pipeline_history", "deleted_projects")
+        for table in ("projects", "pipelines", "pipeline_history", "deleted_projects", "pipeline_transitions")
         for done in range(0, counts[table], 3)
     ]
     assert calls == batches

@@ -114,9 +114,10 @@ def test_revisions_name_their_constraints_whatever_the_models_naming_convention(
 ) -> None:
     """The migration environment hands the models' metadata to Alembic, whose operations name
     unnamed constraints by its convention: every revision names its own, so the SQL is the same."""
-    steps = [("head", None), ("0002", "0001"), ("0003", "0002")]
+    steps = [("head", None), ("0002", "0001"), ("0003", "0002"), ("0004", "0003")]
     rendered = [migrate.upgrade_sql(dialect, revision, start) for revision, start in steps]
     assert "CONSTRAINT pk_projects PRIMARY KEY" in rendered[0]
     assert "CONSTRAINT ck_pipelines_state CHECK" in rendered[1]
+    assert "CONSTRAINT ck_pipeline_transitions_to_state CHECK" in rendered[3]
     monkeypatch.setattr(Base.metadata, "naming_convention", dict(DEFAULT_NAMING_CONVENTION))
     assert [migrate.upgrade_sql(dialect, revision, start) for revision, start in steps] == rendered

@@ -61,6 +61,14 @@ ALLOWED = {
     ): "DDL from the module constant STATE_VALUES, no input involved",
     (
         "models.py",
+        'CheckConstraint(f"to_state IN ({STATE_VALUES})", name="to_state"),',
+    ): "DDL from the module constant STATE_VALUES, no input involved",
+    (
+        "models.py",
+        'CheckConstraint(f"from_state IS NULL OR from_state IN ({STATE_VALUES})", name="from_state"),',
+    ): "DDL from the module constant STATE_VALUES, no input involved",
+    (
+        "models.py",
         'CheckConstraint(f"final_state IN ({STATE_VALUES})", name="final_state"),',
     ): "DDL from the module constant STATE_VALUES, no input involved",
     (

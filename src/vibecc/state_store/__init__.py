@@ -30,6 +30,7 @@ from .records import (
     PipelineHistory,
     PipelineState,
     Project,
+    Transition,
 )
 from .store import CLEAR, UNSET, StateStore
 
@@ -64,6 +65,7 @@ __all__ = [
     "StorageError",
     "TableCopy",
     "TargetNotEmptyError",
+    "Transition",
     "ValidationError",
     "copy_store",
 ]

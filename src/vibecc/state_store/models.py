@@ -8,6 +8,7 @@ from typing import Any, cast
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     DateTime,
     Dialect,
@@ -202,11 +203,37 @@ class HistoryStatsRow(Base):
     sum_retries_review: Mapped[int] = mapped_column(BigInteger)
 
 
+class TransitionRow(Base):
+    """One change of a pipeline's state, appended in the transaction that made it. No foreign
+    key: a pipeline's transitions stay with its history record once it is archived."""
+
+    __tablename__ = "pipeline_transitions"
+    __table_args__ = (
+        CheckConstraint(f"to_state IN ({STATE_VALUES})", name="to_state"),
+        CheckConstraint(f"from_state IS NULL OR from_state IN ({STATE_VALUES})", name="from_state"),
+        CheckConstraint("seq >= 1", name="seq"),
+        Index(None, "project_id", "at"),
+        Index(None, "at"),
+    )
+
+    pipeline_id: Mapped[str] = mapped_column(KEY, primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    project_id: Mapped[str] = mapped_column(KEY)
+    from_state: Mapped[str | None] = mapped_column(String(16))
+    to_state: Mapped[str] = mapped_column(String(16))
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    retry_count_ci: Mapped[int] = mapped_column(Integer)
+    retry_count_review: Mapped[int] = mapped_column(Integer)
+    feedback: Mapped[str | None] = mapped_column(Text)
+    reconstructed: Mapped[bool] = mapped_column(Boolean)
+
+
 projects = cast(Table, ProjectRow.__table__)
 pipelines = cast(Table, PipelineRow.__table__)
 history = cast(Table, HistoryRow.__table__)
 history_stats = cast(Table, HistoryStatsRow.__table__)
 deleted_projects = cast(Table, DeletedProjectRow.__table__)
+transitions = cast(Table, TransitionRow.__table__)
 
 # GitHub repository names are case-insensitive: one project per repo however it is spelt,
 # enforced by the database (the store keeps the spelling it was given). Lookups by repo

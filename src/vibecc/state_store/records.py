@@ -126,6 +126,28 @@ class PipelineHistory:
 
 
 @dataclass(frozen=True, slots=True)
+class Transition:
+    """One change of a pipeline's state, as the timeline shows it.
+
+    `seconds_in_state` is how long the pipeline stayed in `to_state`: until the next
+    transition, or until it was archived; None while the pipeline is still in it. A
+    `reconstructed` transition was made when the store began keeping timelines, from what the
+    pipeline recorded then (its creation time and its state): the states between are unknown.
+    """
+
+    pipeline_id: str
+    seq: int
+    from_state: PipelineState | None
+    to_state: PipelineState
+    at: datetime
+    retry_count_ci: int
+    retry_count_review: int
+    feedback: str | None
+    reconstructed: bool
+    seconds_in_state: float | None
+
+
+@dataclass(frozen=True, slots=True)
 class HistoryStats:
     """Totals and averages over finished pipelines; all zero on an empty history."""
 

@@ -31,7 +31,7 @@ from .errors import (
     StaleVersionError,
     ValidationError,
 )
-from .queries import history, pipelines, projects, rows, stats
+from .queries import history, pipelines, projects, rows, stats, transitions
 from .records import (
     CLEAR,
     UNSET,
@@ -46,6 +46,7 @@ from .records import (
     PipelineHistory,
     PipelineState,
     Project,
+    Transition,
     Unset,
 )
 
@@ -324,8 +325,13 @@ class StateStore:
             updated_at=stamp,
             version=1,
         )
+
+        def create(conn: Connection) -> None:
+            pipelines.insert(conn, pipeline)
+            transitions.first(conn, pipeline)
+
         self._db.write(
-            lambda conn: pipelines.insert(conn, pipeline),
+            create,
             unique=PipelineExistsError(
                 f"project {project_id} has an active pipeline for ticket {pipeline.ticket_id!r} already"
             ),
@@ -357,6 +363,34 @@ class StateStore:
         owner = None if project_id is None else check.identifier("project_id", project_id)
         wanted = None if state is None else check.state("state", state)
         return self._db.read(lambda conn: pipelines.listed(conn, owner, wanted))
+
+    def count_by_state(self, project_id: str | None = None) -> dict[PipelineState, int]:
+        """How many active pipelines are in each state (every state, 0 where none), in one
+        query: the board's counts without loading a pipeline."""
+        owner = None if project_id is None else check.identifier("project_id", project_id)
+        return self._db.read(lambda conn: pipelines.count_by_state(conn, owner))
+
+    def get_timeline(self, pipeline_id: str) -> list[Transition]:
+        """Every state the pipeline went through, in order, with the time spent in each: until
+        the next transition, until its archive, or still open (None) while it is active.
+
+        Raises:
+            PipelineNotFoundError: neither an active pipeline nor a history record has the id.
+        """
+        check.identifier("pipeline_id", pipeline_id)
+
+        def timeline(conn: Connection) -> list[Transition] | None:
+            if pipelines.state(conn, pipeline_id) is not None:
+                return transitions.of_pipeline(conn, pipeline_id, None)
+            record = history.by_id(conn, pipeline_id)
+            if record is None:
+                return None
+            return transitions.of_pipeline(conn, pipeline_id, record.completed_at)
+
+        found = self._db.read(timeline, snapshot=True)
+        if found is None:
+            raise PipelineNotFoundError(f"no active pipeline or history record {pipeline_id}")
+        return found
 
     def count_pipelines(self, project_id: str | None = None, state: PipelineState | str | None = None) -> int:
         """How many active pipelines there are, optionally of one project and/or state."""
@@ -414,7 +448,11 @@ class StateStore:
 
         def update(conn: Connection) -> Pipeline | int | None:
             found = pipelines.update_fields(conn, pipeline_id, values, expected_version, now())
-            return found if found is not None else pipelines.version(conn, pipeline_id)
+            if found is None:
+                return pipelines.version(conn, pipeline_id)
+            if "state" in values:
+                transitions.append(conn, found, feedback_changed="feedback" in values)
+            return found
 
         result = self._db.write(update)
         if isinstance(result, Pipeline):
@@ -432,24 +470,56 @@ class StateStore:
         project_id: str | None = None,
         state: PipelineState | str = PipelineState.QUEUED,
         new_state: PipelineState | str = PipelineState.CODING,
+        max_active: int | None = None,
     ) -> Pipeline | None:
         """Atomically take the oldest pipeline in `state`, move it to `new_state` (version +1).
 
         Concurrent claimers never get the same pipeline and never wait on each other's row
         locks (PostgreSQL: FOR UPDATE SKIP LOCKED; SQLite: one immediate transaction).
 
+        Args:
+            max_active: claim only while fewer than this many of the project's pipelines are
+                in CODING, TESTING or REVIEW (needs `project_id`); concurrent claimers of one
+                project take turns, so together they never exceed it.
+
         Returns:
-            The claimed pipeline, or None when no pipeline is in `state`.
+            The claimed pipeline, or None when no pipeline is in `state` (or the project is
+            at capacity).
         """
         source = check.state("state", state)
         target = check.state("new_state", new_state)
         owner = None if project_id is None else check.identifier("project_id", project_id)
-        return self._db.write(lambda conn: pipelines.claim(conn, source, target, owner, now()))
+        if max_active is not None:
+            check.integer("max_active", max_active, minimum=1, maximum=check.MAX_INT32)
+            if owner is None:
+                raise ValidationError("max_active is a project's capacity: give project_id with it")
+
+        def claim(conn: Connection) -> Pipeline | None:
+            if max_active is not None and owner is not None:
+                # Claims of one project queue on its row (PostgreSQL), so each one counts
+                # what the one before it committed: the capacity holds under any concurrency.
+                if not projects.lock_for_claims(conn, owner):
+                    return None
+                if pipelines.working(conn, owner) >= max_active:
+                    return None
+            claimed = pipelines.claim(conn, source, target, owner, now())
+            if claimed is not None:
+                transitions.append(conn, claimed, feedback_changed=False)
+            return claimed
+
+        return self._db.write(claim)
 
     def delete_pipeline(self, pipeline_id: str) -> None:
         """Delete an active pipeline without archiving it. Raises PipelineNotFoundError."""
         check.identifier("pipeline_id", pipeline_id)
-        if not self._db.write(lambda conn: pipelines.delete_one(conn, pipeline_id)):
+
+        def delete(conn: Connection) -> bool:
+            if not pipelines.delete_one(conn, pipeline_id):
+                return False
+            transitions.delete_of(conn, [pipeline_id])
+            return True
+
+        if not self._db.write(delete):
             raise PipelineNotFoundError(f"pipeline {pipeline_id} not found")
 
     def save_to_history(self, pipeline: Pipeline) -> PipelineHistory:
@@ -699,7 +769,7 @@ class StateStore:
             return self._db.read(lambda conn: history.count(conn, where))
         total = 0
         while True:
-            gone = len(self._db.write(lambda conn: history.prune_batch(conn, where, batch_size)))
+            gone = len(self._db.write(partial(_prune_batch, where=where, limit=batch_size)))
             total += gone
             if progress is not None and gone:
                 progress(gone)
@@ -708,6 +778,13 @@ class StateStore:
             # So the end is a fresh look that finds no row left before the cut-off.
             if gone < batch_size and not self._db.read(lambda conn: history.exists(conn, where)):
                 return total
+
+
+def _prune_batch(conn: Connection, where: history.Filter, limit: int) -> list[PipelineHistory]:
+    """One batch of a prune: the oldest history rows and their pipelines' transitions."""
+    gone = history.prune_batch(conn, where, limit)
+    transitions.delete_of(conn, [record.id for record in gone])
+    return gone
 
 
 def _given(value: object, field: str) -> bool:

@@ -267,7 +267,8 @@ class PostgresDialect(Dialect):
         # create into the target waits until the copy is committed and verified.
         conn.execute(
             text(
-                "LOCK TABLE projects, pipelines, pipeline_history, deleted_projects, history_stats "
+                "LOCK TABLE projects, pipelines, pipeline_history, deleted_projects, history_stats, "
+                "pipeline_transitions "
                 "IN SHARE ROW EXCLUSIVE MODE"
             )
         )

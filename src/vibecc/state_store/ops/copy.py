@@ -21,11 +21,11 @@ from sqlalchemy import Connection, Table, func, select
 from .. import rules as check
 from ..db.urls import same_database
 from ..errors import CopyVerificationError, StorageError, TargetNotEmptyError, ValidationError
-from ..models import deleted_projects, history, history_stats, pipelines, projects
+from ..models import deleted_projects, history, history_stats, pipelines, projects, transitions
 from ..queries import rows, stats
 from ..store import MAX_BATCH, StateStore
 
-COPIED = (projects, pipelines, history, deleted_projects)
+COPIED = (projects, pipelines, history, deleted_projects, transitions)
 """Tables copied row by row, parents first; history_stats is rebuilt and then compared."""
 VERIFIED = (*COPIED, history_stats)
 _RECORD_OF: dict[str, Callable[[Any], Any]] = {
@@ -33,6 +33,7 @@ _RECORD_OF: dict[str, Callable[[Any], Any]] = {
     pipelines.name: rows.pipeline,
     history.name: rows.history_record,
     deleted_projects.name: rows.deleted_project,
+    transitions.name: lambda row: rows.transition(row, None),
 }
 CopyProgress = Callable[[str, int], None]
 """Called with a table name and the rows just copied into it."""

@@ -100,6 +100,31 @@ def count(conn: Connection, project_id: str | None, state: PipelineState | None)
     return int(conn.execute(statement, params).scalar_one())
 
 
+_BY_STATE = select(pipelines.c.state, func.count()).group_by(pipelines.c.state)
+_BY_STATE_OF_PROJECT = _BY_STATE.where(pipelines.c.project_id == bindparam("project_id"))
+_WORKING = [PipelineState.CODING.value, PipelineState.TESTING.value, PipelineState.REVIEW.value]
+"""The states that take a worker: a project's capacity (claim's max_active) counts these."""
+_WORKING_OF_PROJECT = (
+    select(func.count())
+    .select_from(pipelines)
+    .where(pipelines.c.project_id == bindparam("project_id"), pipelines.c.state.in_(_WORKING))
+)
+
+
+def count_by_state(conn: Connection, project_id: str | None) -> dict[PipelineState, int]:
+    """Active pipelines per state (every state, 0 where none), in one query."""
+    statement = _BY_STATE if project_id is None else _BY_STATE_OF_PROJECT
+    counts = dict.fromkeys(PipelineState, 0)
+    for stored, n in conn.execute(statement, {"project_id": project_id}):
+        counts[rows.state(stored)] = int(n)
+    return counts
+
+
+def working(conn: Connection, project_id: str) -> int:
+    """How many of the project's pipelines are in CODING, TESTING or REVIEW."""
+    return int(conn.execute(_WORKING_OF_PROJECT, {"project_id": project_id}).scalar_one())
+
+
 def update_fields(
     conn: Connection, pipeline_id: str, values: dict[str, Any], expected_version: int | None, now: datetime
 ) -> Pipeline | None:

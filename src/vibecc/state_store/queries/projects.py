@@ -70,6 +70,13 @@ def lock(conn: Connection, project_id: str) -> Project | None:
     return None if row is None else rows.project(row)
 
 
+def lock_for_claims(conn: Connection, project_id: str) -> bool:
+    """Lock the project's row until the transaction ends, so that claims bounded by the
+    project's capacity run one after another (PostgreSQL; SQLite's writers already do).
+    False when there is no such project."""
+    return conn.execute(_LOCK, {"id": project_id}).first() is not None
+
+
 def delete_and_remember(conn: Connection, project: Project, deleted_at: datetime) -> None:
     """Delete the project, keeping its name and repo in deleted_projects."""
     conn.execute(_DELETE, {"id": project.id})

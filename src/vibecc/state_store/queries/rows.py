@@ -11,9 +11,17 @@ from sqlalchemy import Row
 
 from .. import rules as check
 from ..errors import StorageError
-from ..records import DeletedProject, HistoryStats, Pipeline, PipelineHistory, PipelineState, Project
+from ..records import (
+    DeletedProject,
+    HistoryStats,
+    Pipeline,
+    PipelineHistory,
+    PipelineState,
+    Project,
+    Transition,
+)
 
-R = TypeVar("R", Project, Pipeline, PipelineHistory, DeletedProject)
+R = TypeVar("R", Project, Pipeline, PipelineHistory, DeletedProject, Transition)
 
 _STATES = {state.value: state for state in PipelineState}
 _PIPELINE_STATE_AT = [f.name for f in fields(Pipeline)].index("state")
@@ -32,7 +40,9 @@ def _kinds(record: type) -> list[tuple[int, str, type, bool]]:
     return kinds
 
 
-_KINDS = {record: _kinds(record) for record in (Project, Pipeline, PipelineHistory, DeletedProject)}
+_KINDS = {
+    record: _kinds(record) for record in (Project, Pipeline, PipelineHistory, DeletedProject, Transition)
+}
 
 
 def _checked(record: type[R], values: Sequence[Any]) -> R:
@@ -67,6 +77,14 @@ def history_record(row: Row[Any] | Sequence[Any]) -> PipelineHistory:
     values = list(row)
     values[_HISTORY_STATE_AT] = state(values[_HISTORY_STATE_AT])
     return _checked(PipelineHistory, values)
+
+
+def transition(row: Sequence[Any], seconds_in_state: float | None) -> Transition:
+    """A timeline entry: a transitions row (without its project_id) and the time spent in the
+    state it entered."""
+    pipeline_id, seq, _project_id, from_state, to_state, *rest = row
+    source = None if from_state is None else state(from_state)
+    return _checked(Transition, [pipeline_id, seq, source, state(to_state), *rest, seconds_in_state])
 
 
 def state(stored: Any) -> PipelineState:
