@@ -114,7 +114,9 @@ def reason(exc: BaseException) -> str:
     """The first line of the driver's message for a database error."""
     orig = _driver_error(exc)
     lines = str(orig).strip().splitlines()
-    return lines[0] if lines else type(orig).__name__
+    # SQLAlchemy's own errors (a pool timeout) end with a link to its documentation.
+    first = lines[0].partition(" (Background on this error at:")[0] if lines else ""
+    return first or type(orig).__name__
 
 
 def _driver_error(exc: BaseException) -> BaseException:

@@ -14,6 +14,7 @@ ClickException carrying the exit code) on its way out of the root group.
 from __future__ import annotations
 
 import errno
+import logging
 import traceback
 from typing import Any
 
@@ -157,4 +158,8 @@ _register()
 
 def main() -> None:
     """Entry point of the `vibecc-state` console script."""
+    # The driver logs warnings of its own about connections the server dropped (a message of
+    # several lines); the error the command reports is the one line that says what happened.
+    logging.getLogger("psycopg").addHandler(logging.NullHandler())
+    logging.getLogger("psycopg").propagate = False
     cli.main(prog_name=PROG)

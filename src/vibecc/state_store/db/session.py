@@ -12,6 +12,7 @@ ran, so nothing can have been committed), the call runs once more on a fresh con
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from threading import Condition, RLock
@@ -44,8 +45,13 @@ class Database:
         # Each call's connection, and whether a statement has run on it yet.
         self._in_flight: dict[Connection, bool] = {}
         self._calls_done = Condition()
+        # Set once close() has waited CLOSE_GRACE: from then on no call runs another
+        # statement or commits.
+        self._interrupting = False
+        self._local = threading.local()  # .in_call: this thread is inside one of our calls
         self.dialect = dialect_for(url, options)
         self.engine = self.dialect.create_engine()
+        event.listen(self.engine, "before_cursor_execute", self._before_statement)
         if self.dialect.drops_connections:
             event.listen(self.engine, "after_cursor_execute", self._ran)
         self._errors = (SQLAlchemyError, OSError, self.engine.dialect.loaded_dbapi.Error)
@@ -99,10 +105,19 @@ class Database:
         unique: StateStoreError | None = None,
         foreign_key: StateStoreError | None = None,
     ) -> T:
+        if getattr(self._local, "in_call", False):
+            # A callback (copy_store's progress) calling back into the store would run inside
+            # this call's transaction: on one shared connection (":memory:") it would commit
+            # it, elsewhere it could wait on this call's own locks forever.
+            raise StorageError(
+                f"{self.where}: a call of the store was made from inside another of its calls "
+                "(a progress callback); make it after that call returns"
+            )
         with self._calls_done:
             if self._closed:
                 raise StorageError(f"{self.where}: the store is closed")
             self._calls += 1
+        self._local.in_call = True
         lock = self.dialect.write_lock if write else self.dialect.read_lock
         engine = self._engines[write, snapshot]
         try:
@@ -117,6 +132,7 @@ class Database:
                 raise StorageError(f"{self.where}: the store was closed during the call") from exc
             raise self._translate(exc, unique=unique, foreign_key=foreign_key) from exc
         finally:
+            self._local.in_call = False
             with self._calls_done:
                 self._calls -= 1
                 self._calls_done.notify_all()
@@ -138,6 +154,7 @@ class Database:
             transaction = conn.begin()
             try:
                 result = work(conn)
+                self._check_not_interrupted()
                 transaction.commit()
             except BaseException as exc:
                 _rollback(conn)
@@ -153,6 +170,15 @@ class Database:
             if locked:
                 assert lock is not None
                 lock.release()
+
+    def _check_not_interrupted(self) -> None:
+        if self._interrupting:
+            raise StorageError(f"{self.where}: the store was closed during the call")
+
+    def _before_statement(self, *_: object) -> None:
+        # The engine's before_cursor_execute event: a call that close() has interrupted stops
+        # at its next statement, whatever it is doing between statements.
+        self._check_not_interrupted()
 
     def _ran(self, conn: Connection, *_: object) -> None:
         if conn in self._in_flight:
@@ -184,6 +210,11 @@ class Database:
         """Close every connection. Calls other threads are making meanwhile are interrupted
         when they do not finish within CLOSE_GRACE; close returns once each has closed its
         connection, so no file handle or server session stays open."""
+        if getattr(self._local, "in_call", False):
+            raise StorageError(
+                f"{self.where}: close() was called from inside one of the store's calls (a "
+                "progress callback); close the store after that call returns"
+            )
         with self._calls_done:
             if self._closed:
                 # Another thread is closing (or has closed) it: return when that is done too.
@@ -191,6 +222,7 @@ class Database:
                 return
             self._closed = True
             if not self._calls_done.wait_for(lambda: not self._calls, timeout=CLOSE_GRACE):
+                self._interrupting = True
                 for conn in list(self._in_flight):
                     self.dialect.interrupt(conn)
                 self._calls_done.wait_for(lambda: not self._calls)

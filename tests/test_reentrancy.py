@@ -1,0 +1,128 @@
+"""Calls made from inside a call (a progress callback), and close() against a call that is
+between statements: refused or interrupted, and never half-committed."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import pytest
+
+from vibecc.state_store import StateStore, StorageError, copy_store
+
+if TYPE_CHECKING:
+    from tests import helpers
+else:
+    import helpers
+
+
+def _until(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + 30
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"gave up waiting for {what}")
+        time.sleep(0.02)
+
+
+def _fill(store: StateStore, records: int) -> None:
+    project = store.create_project("Source", "acme/source")
+    store.import_history([helpers.history_record(project_id=project.id) for _ in range(records)])
+
+
+def _empty(location: str) -> bool:
+    with StateStore(location) as target:
+        return not (target.list_projects() or target.count_history() or target.list_pipelines())
+
+
+def test_close_stops_a_call_between_statements_and_nothing_is_committed(
+    store: StateStore, fresh_db: Callable[[], str]
+) -> None:
+    """copy_store's progress callback is slow, so the copy spends its time between statements,
+    where interrupting the running statement does nothing: close() still ends it."""
+    _fill(store, 40)
+    location = fresh_db()
+    target = StateStore(location)
+    batches: list[int] = []
+    outcome: list[BaseException] = []
+
+    def slow(_table: str, rows: int) -> None:
+        batches.append(rows)
+        time.sleep(0.2)
+
+    def copy() -> None:
+        try:
+            copy_store(store, target, batch_size=1, progress=slow)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    worker = threading.Thread(target=copy)
+    worker.start()
+    _until(lambda: len(batches) >= 2, "the copy to be under way")
+    target.close()
+    worker.join(30)
+    assert not worker.is_alive()
+    # It was stopped part-way: 40 history rows alone are 40 batches.
+    assert len(batches) < 40
+    assert len(outcome) == 1
+    assert isinstance(outcome[0], StorageError)
+    assert "closed during the call" in str(outcome[0])
+    assert _empty(location)
+
+
+def test_close_from_inside_a_call_is_refused_and_the_call_rolls_back(
+    store: StateStore, fresh_db: Callable[[], str]
+) -> None:
+    _fill(store, 3)
+    location = fresh_db()
+    target = StateStore(location)
+    with pytest.raises(StorageError, match=r"close\(\) was called from inside one of the store's calls"):
+        copy_store(store, target, progress=lambda _table, _rows: target.close())
+    target.close()
+    assert _empty(location)
+
+
+@pytest.mark.parametrize("nested", ["read", "write"])
+def test_a_call_from_inside_a_call_is_refused_and_the_call_rolls_back(
+    store: StateStore, fresh_db: Callable[[], str], nested: str
+) -> None:
+    _fill(store, 3)
+    location = fresh_db()
+    with StateStore(location) as target:
+
+        def progress(_table: str, _rows: int) -> None:
+            if nested == "read":
+                target.list_projects()
+            else:
+                target.create_project("Inner", "acme/inner")
+
+        with pytest.raises(StorageError, match="from inside another of its calls"):
+            copy_store(store, target, progress=progress)
+    assert _empty(location)
+
+
+def test_a_nested_read_cannot_commit_an_in_memory_copy(store: StateStore) -> None:
+    """ ":memory:" is one shared connection: a nested call would have committed the copy's
+    open transaction. It is refused, and the failed copy leaves the target empty."""
+    _fill(store, 3)
+    with StateStore(":memory:") as target:
+
+        def read(_table: str, _rows: int) -> None:
+            target.list_projects()
+
+        with pytest.raises(StorageError, match="from inside another of its calls"):
+            copy_store(store, target, progress=read)
+        assert target.list_projects() == []
+        assert target.count_history() == 0
+
+
+def test_a_pool_timeout_is_one_line_without_sqlalchemys_link(store_url: str) -> None:
+    with StateStore(store_url, pool_size=1, max_overflow=0, pool_timeout=0.2) as store:
+        project = store.create_project("Pool", "acme/pool")
+        with store.database.engine.connect(), pytest.raises(StorageError) as caught:
+            store.get_project(project.id)
+    message = str(caught.value)
+    assert "QueuePool limit of size 1 overflow 0 reached" in message
+    assert "sqlalche.me" not in message
+    assert "Background" not in message
