@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 
 from vibecc.state_store import (
@@ -17,6 +18,7 @@ from vibecc.state_store import (
     PipelineHistory,
     PipelineState,
     Project,
+    StageStats,
     StateStore,
     StorageError,
     TargetNotEmptyError,
@@ -24,6 +26,7 @@ from vibecc.state_store import (
     ValidationError,
     copy_store,
 )
+from vibecc.state_store.models import stage_histogram
 from vibecc.state_store.queries import stats as stats_module
 
 if TYPE_CHECKING:
@@ -46,6 +49,7 @@ class Contents:
     stats: HistoryStats
     stats_by_project: dict[str, HistoryStats]
     timelines: dict[str, list[Transition]]
+    stages: dict[PipelineState, StageStats]
 
 
 def contents(store: StateStore) -> Contents:
@@ -58,6 +62,7 @@ def contents(store: StateStore) -> Contents:
         history=history,
         stats=store.get_history_stats(),
         stats_by_project={pid: store.get_history_stats(pid) for pid in sorted(project_ids)},
+        stages=store.get_stage_stats(),
         timelines={
             key: store.get_timeline(key)
             for key in sorted({p.id for p in store.list_pipelines()} | {r.id for r in history})
@@ -120,7 +125,14 @@ def populate(store: StateStore) -> dict[str, int]:
         "deleted_projects": 1,
         "history_stats": 3,
         "pipeline_transitions": sum(len(timeline) for timeline in contents(store).timelines.values()),
+        "stage_histogram": _stage_cells(store),
     }
+
+
+def _stage_cells(store: StateStore) -> int:
+    """Rows of the kept stage histogram (one per project, state and bucket in use)."""
+    with store.database.engine.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(stage_histogram)).scalar_one())
 
 
 def test_sqlite_to_postgresql_to_sqlite_keeps_every_record(pg_server: PostgresServer, tmp_path: Path) -> None:
@@ -159,7 +171,14 @@ def test_copy_to_an_empty_store_reports_progress_per_batch(store: StateStore, fr
 
     batches = [
         (table, min(3, counts[table] - done))
-        for table in ("projects", "pipelines", "pipeline_history", "deleted_projects", "pipeline_transitions")
+        for table in (
+            "projects",
+            "pipelines",
+            "pipeline_history",
+            "deleted_projects",
+            "pipeline_transitions",
+            "stage_histogram",
+        )
         for done in range(0, counts[table], 3)
     ]
     assert calls == batches

@@ -30,6 +30,7 @@ from .records import (
     PipelineHistory,
     PipelineState,
     Project,
+    StageStats,
     Transition,
 )
 from .store import CLEAR, UNSET, StateStore
@@ -59,6 +60,7 @@ __all__ = [
     "ProjectHasActivePipelinesError",
     "ProjectNotFoundError",
     "SchemaVersionError",
+    "StageStats",
     "StaleVersionError",
     "StateStore",
     "StateStoreError",

@@ -228,12 +228,27 @@ class TransitionRow(Base):
     reconstructed: Mapped[bool] = mapped_column(Boolean)
 
 
+class StageHistogramRow(Base):
+    """Time finished pipelines spent in each state, per project, as a histogram with
+    log-spaced buckets (see queries/stages.py): kept in the transaction of each archive and
+    prune, so stage statistics cost the same at any history size."""
+
+    __tablename__ = "stage_histogram"
+
+    project_id: Mapped[str] = mapped_column(KEY, primary_key=True)
+    state: Mapped[str] = mapped_column(String(16), primary_key=True)
+    bucket: Mapped[int] = mapped_column(Integer, primary_key=True)
+    visits: Mapped[int] = mapped_column(BigInteger)
+    sum_ms: Mapped[int] = mapped_column(BigInteger)
+
+
 projects = cast(Table, ProjectRow.__table__)
 pipelines = cast(Table, PipelineRow.__table__)
 history = cast(Table, HistoryRow.__table__)
 history_stats = cast(Table, HistoryStatsRow.__table__)
 deleted_projects = cast(Table, DeletedProjectRow.__table__)
 transitions = cast(Table, TransitionRow.__table__)
+stage_histogram = cast(Table, StageHistogramRow.__table__)
 
 # GitHub repository names are case-insensitive: one project per repo however it is spelt,
 # enforced by the database (the store keeps the spelling it was given). Lookups by repo

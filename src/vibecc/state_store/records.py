@@ -148,6 +148,20 @@ class Transition:
 
 
 @dataclass(frozen=True, slots=True)
+class StageStats:
+    """Time spent in one state by finished pipelines: how many visits, their total and mean,
+    and p50/p95 (None without visits). Visits of pipelines whose states before the store kept
+    timelines are unknown (reconstructed transitions) are not counted."""
+
+    state: PipelineState
+    visits: int
+    total_seconds: float
+    mean_seconds: float | None
+    p50_seconds: float | None
+    p95_seconds: float | None
+
+
+@dataclass(frozen=True, slots=True)
 class HistoryStats:
     """Totals and averages over finished pipelines; all zero on an empty history."""
 

@@ -31,7 +31,7 @@ from .errors import (
     StaleVersionError,
     ValidationError,
 )
-from .queries import history, pipelines, projects, rows, stats, transitions
+from .queries import history, pipelines, projects, rows, stages, stats, transitions
 from .records import (
     CLEAR,
     UNSET,
@@ -46,6 +46,7 @@ from .records import (
     PipelineHistory,
     PipelineState,
     Project,
+    StageStats,
     Transition,
     Unset,
 )
@@ -285,7 +286,7 @@ class StateStore:
                     f"project {project_id} has {active} active pipeline(s); finish or delete them first"
                 )
             stamp = now()
-            history.insert(conn, [rows.history_from_pipeline(p, stamp) for p in finished])
+            _archived(conn, history.insert(conn, [rows.history_from_pipeline(p, stamp) for p in finished]))
             projects.delete_and_remember(conn, found, stamp)
 
         self._db.write(delete)
@@ -550,7 +551,7 @@ class StateStore:
                     f"pipeline {pipeline.id} is stored at version {stored.version} and differs from "
                     "the record given; nothing written"
                 )
-            return history.insert(conn, [rows.history_from_pipeline(stored, stamp)])[0]
+            return _archived(conn, history.insert(conn, [rows.history_from_pipeline(stored, stamp)]))[0]
 
         return self._db.write(save)
 
@@ -580,7 +581,7 @@ class StateStore:
                     f"pipeline {pipeline_id} was finished by another writer during the archive; "
                     "nothing written, archive it again"
                 )
-            inserted = history.insert(conn, [rows.history_from_pipeline(taken, now())])
+            inserted = _archived(conn, history.insert(conn, [rows.history_from_pipeline(taken, now())]))
             found = inserted[0] if inserted else history.by_id(conn, pipeline_id)
             assert found is not None
             return found
@@ -657,6 +658,24 @@ class StateStore:
         if since is None and until is None:
             return self._db.read(lambda conn: stats.kept(conn, where.project_id))
         return self._db.read(lambda conn: history.aggregates(conn, where))
+
+    def get_stage_stats(
+        self,
+        project_id: str | None = None,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> dict[PipelineState, StageStats]:
+        """Time finished pipelines spent in each state: visits, total, mean, p50 and p95.
+
+        Without a window it reads the histogram kept with every archive, so it costs the same
+        at any history size; its percentiles are within 4.9% of the exact ones. With
+        `since`/`until` (the runs completed in that window) it scans the window and is exact.
+        """
+        where = _filter(project_id, None, since, until)
+        if since is None and until is None:
+            return self._db.read(lambda conn: stages.kept(conn, where.project_id))
+        return self._db.read(lambda conn: stages.scanned(conn, where.project_id, where.since, where.until))
 
     def get_duration_percentiles(
         self,
@@ -783,8 +802,15 @@ class StateStore:
 def _prune_batch(conn: Connection, where: history.Filter, limit: int) -> list[PipelineHistory]:
     """One batch of a prune: the oldest history rows and their pipelines' transitions."""
     gone = history.prune_batch(conn, where, limit)
+    stages.bump(conn, stages.visits_of_runs(conn, gone), sign=-1)
     transitions.delete_of(conn, [record.id for record in gone])
     return gone
+
+
+def _archived(conn: Connection, inserted: list[PipelineHistory]) -> list[PipelineHistory]:
+    """Count the time the newly archived runs spent in each state into the kept histogram."""
+    stages.bump(conn, stages.visits_of_runs(conn, inserted), sign=1)
+    return inserted
 
 
 def _given(value: object, field: str) -> bool:

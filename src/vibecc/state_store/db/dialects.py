@@ -71,6 +71,8 @@ class Dialect:
     """Held around each write transaction in this process, when the engine needs it."""
     read_lock: threading.RLock | None = None
     """Held around each read transaction in this process, when the engine needs it."""
+    shared_connection = False
+    """True when every call uses the same connection (SQLite ":memory:")."""
     drops_connections = False
     """True when the server may close a pooled connection while it is idle (a restart, an
     idle timeout): the first statement of a call then fails, and the call is retried once."""
@@ -103,6 +105,7 @@ class SQLiteDialect(Dialect):
         # An in-memory database is one shared connection, so its reads queue too.
         self.write_lock = threading.RLock()
         self.read_lock = self.write_lock if self.memory else None
+        self.shared_connection = self.memory
 
     def create_engine(self) -> Engine:
         busy_ms = int(self.options.busy_timeout * 1000)
@@ -268,7 +271,7 @@ class PostgresDialect(Dialect):
         conn.execute(
             text(
                 "LOCK TABLE projects, pipelines, pipeline_history, deleted_projects, history_stats, "
-                "pipeline_transitions "
+                "pipeline_transitions, stage_histogram "
                 "IN SHARE ROW EXCLUSIVE MODE"
             )
         )

@@ -48,7 +48,7 @@ class Database:
         # Set once close() has waited CLOSE_GRACE: from then on no call runs another
         # statement or commits.
         self._interrupting = False
-        self._local = threading.local()  # .in_call: this thread is inside one of our calls
+        self._local = threading.local()  # .calls: this thread's calls in progress (write flags)
         self.dialect = dialect_for(url, options)
         self.engine = self.dialect.create_engine()
         event.listen(self.engine, "before_cursor_execute", self._before_statement)
@@ -105,19 +105,21 @@ class Database:
         unique: StateStoreError | None = None,
         foreign_key: StateStoreError | None = None,
     ) -> T:
-        if getattr(self._local, "in_call", False):
-            # A callback (copy_store's progress) calling back into the store would run inside
-            # this call's transaction: on one shared connection (":memory:") it would commit
-            # it, elsewhere it could wait on this call's own locks forever.
+        outer: list[bool] = self._local.__dict__.setdefault("calls", [])
+        if outer and (self.dialect.shared_connection or (write and any(outer))):
+            # A callback (copy_store's progress) calling back into the store runs while this
+            # thread's call is open: on the one shared connection of ":memory:" it would run
+            # inside that call's transaction (and commit it), and a write would wait for the
+            # write lock this thread holds itself. Reads on their own connection are fine.
             raise StorageError(
-                f"{self.where}: a call of the store was made from inside another of its calls "
-                "(a progress callback); make it after that call returns"
+                f"{self.where}: a {'write' if write else 'call'} of the store was made from inside "
+                "another of its calls (a progress callback); make it after that call returns"
             )
         with self._calls_done:
             if self._closed:
                 raise StorageError(f"{self.where}: the store is closed")
             self._calls += 1
-        self._local.in_call = True
+        outer.append(write)
         lock = self.dialect.write_lock if write else self.dialect.read_lock
         engine = self._engines[write, snapshot]
         try:
@@ -132,7 +134,7 @@ class Database:
                 raise StorageError(f"{self.where}: the store was closed during the call") from exc
             raise self._translate(exc, unique=unique, foreign_key=foreign_key) from exc
         finally:
-            self._local.in_call = False
+            outer.pop()
             with self._calls_done:
                 self._calls -= 1
                 self._calls_done.notify_all()
@@ -210,7 +212,7 @@ class Database:
         """Close every connection. Calls other threads are making meanwhile are interrupted
         when they do not finish within CLOSE_GRACE; close returns once each has closed its
         connection, so no file handle or server session stays open."""
-        if getattr(self._local, "in_call", False):
+        if self._local.__dict__.get("calls"):
             raise StorageError(
                 f"{self.where}: close() was called from inside one of the store's calls (a "
                 "progress callback); close the store after that call returns"

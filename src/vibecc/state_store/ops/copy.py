@@ -21,11 +21,19 @@ from sqlalchemy import Connection, Table, func, select
 from .. import rules as check
 from ..db.urls import same_database
 from ..errors import CopyVerificationError, StorageError, TargetNotEmptyError, ValidationError
-from ..models import deleted_projects, history, history_stats, pipelines, projects, transitions
+from ..models import (
+    deleted_projects,
+    history,
+    history_stats,
+    pipelines,
+    projects,
+    stage_histogram,
+    transitions,
+)
 from ..queries import rows, stats
 from ..store import MAX_BATCH, StateStore
 
-COPIED = (projects, pipelines, history, deleted_projects, transitions)
+COPIED = (projects, pipelines, history, deleted_projects, transitions, stage_histogram)
 """Tables copied row by row, parents first; history_stats is rebuilt and then compared."""
 VERIFIED = (*COPIED, history_stats)
 _RECORD_OF: dict[str, Callable[[Any], Any]] = {
@@ -34,6 +42,7 @@ _RECORD_OF: dict[str, Callable[[Any], Any]] = {
     history.name: rows.history_record,
     deleted_projects.name: rows.deleted_project,
     transitions.name: lambda row: rows.transition(row, None),
+    stage_histogram.name: rows.stage_cell,
 }
 CopyProgress = Callable[[str, int], None]
 """Called with a table name and the rows just copied into it."""

@@ -87,6 +87,18 @@ def transition(row: Sequence[Any], seconds_in_state: float | None) -> Transition
     return _checked(Transition, [pipeline_id, seq, source, state(to_state), *rest, seconds_in_state])
 
 
+def stage_cell(row: Sequence[Any]) -> Sequence[Any]:
+    """A stage_histogram row as stored: (project_id, state, bucket, visits, sum_ms)."""
+    project_id, stored_state, index, visits, total = row
+    state(stored_state)
+    for name, value in (("bucket", index), ("visits", visits), ("sum_ms", total)):
+        if type(value) is not int:
+            raise StorageError(f"a stored stage histogram {name} is not an int: {str(value)[:40]!r}")
+    if type(project_id) is not str:
+        raise StorageError("a stored stage histogram project_id is not a str")
+    return row
+
+
 def state(stored: Any) -> PipelineState:
     found = _STATES.get(stored) if isinstance(stored, str) else None
     if found is None:

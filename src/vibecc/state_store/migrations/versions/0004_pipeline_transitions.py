@@ -1,7 +1,9 @@
-"""Pipeline transitions: every change of a pipeline's state, kept with its history.
+"""Pipeline transitions: every change of a pipeline's state, kept with its history; and the
+kept histogram of time spent in each state.
 
 Existing pipelines and history records get one reconstructed transition each: into their
-current or final state at their creation (the states between were not recorded).
+current or final state at their creation (the states between were not recorded). The
+histogram starts empty: what old pipelines spent in each state is not known.
 
 Revision ID: 0004
 Revises: 0003
@@ -62,6 +64,15 @@ def upgrade() -> None:
         op.f("ix_pipeline_transitions_project_id_at"), "pipeline_transitions", ["project_id", "at"]
     )
     op.create_index(op.f("ix_pipeline_transitions_at"), "pipeline_transitions", ["at"])
+    op.create_table(
+        "stage_histogram",
+        sa.Column("project_id", _KEY, nullable=False),
+        sa.Column("state", sa.String(16), nullable=False),
+        sa.Column("bucket", sa.Integer(), nullable=False),
+        sa.Column("visits", sa.BigInteger(), nullable=False),
+        sa.Column("sum_ms", sa.BigInteger(), nullable=False),
+        sa.PrimaryKeyConstraint("project_id", "state", "bucket", name=op.f("pk_stage_histogram")),
+    )
     transitions = sa.table("pipeline_transitions", *(sa.column(name) for name in _COLUMNS))
     pipelines = sa.table(
         "pipelines",
@@ -123,6 +134,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_table("stage_histogram")
     op.drop_index(op.f("ix_pipeline_transitions_at"), table_name="pipeline_transitions")
     op.drop_index(op.f("ix_pipeline_transitions_project_id_at"), table_name="pipeline_transitions")
     op.drop_table("pipeline_transitions")

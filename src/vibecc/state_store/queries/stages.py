@@ -1,0 +1,191 @@
+"""Time spent in each state: a histogram per project and state, kept in the transaction of
+each archive and prune, and the scan of a window of history when one is asked for.
+
+Buckets are log-spaced: a visit of d milliseconds (d >= 1) falls in bucket
+floor(log(d) / log(RATIO)) + 1, visits under 1 ms in bucket 0. A percentile read from the
+histogram is the geometric middle of its bucket, so it is within sqrt(RATIO) - 1 (4.9%) of the
+exact nearest-rank value (or under 1 ms off); totals and means are exact (sums in ms).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from functools import cache
+from typing import Any
+
+from sqlalchemy import Connection, Executable, bindparam, delete, func, select
+from sqlalchemy.dialects import postgresql, sqlite
+
+from ..models import history, stage_histogram, transitions
+from ..records import PipelineHistory, PipelineState, StageStats
+from . import rows
+
+RATIO = 1.1
+"""Each bucket is this much wider than the one before it."""
+RELATIVE_ERROR = math.sqrt(RATIO) - 1
+Visit = tuple[str, PipelineState, int]
+"""(project id, state, milliseconds spent in it)."""
+
+_LOG_RATIO = math.log(RATIO)
+_H = stage_histogram.c
+_DROP_EMPTY = delete(stage_histogram).where(_H.visits == 0)
+_KEPT = select(_H.state, _H.bucket, func.sum(_H.visits), func.sum(_H.sum_ms)).group_by(_H.state, _H.bucket)
+_KEPT_OF_PROJECT = _KEPT.where(_H.project_id == bindparam("project_id"))
+
+
+def bucket(ms: int) -> int:
+    return 0 if ms < 1 else int(math.log(ms) / _LOG_RATIO) + 1
+
+
+def representative_seconds(index: int) -> float:
+    """The value a percentile in bucket `index` is read as: the bucket's geometric middle."""
+    return 0.0 if index == 0 else RATIO ** (index - 0.5) / 1000
+
+
+@cache
+def _bump(dialect: str) -> Executable:
+    insert = sqlite.insert if dialect == "sqlite" else postgresql.insert
+    statement = insert(stage_histogram)
+    return statement.on_conflict_do_update(
+        index_elements=[_H.project_id, _H.state, _H.bucket],
+        set_={
+            "visits": _H.visits + statement.excluded.visits,
+            "sum_ms": _H.sum_ms + statement.excluded.sum_ms,
+        },
+    )
+
+
+def bump(conn: Connection, visits: Iterable[Visit], *, sign: int) -> None:
+    """Add (sign=1) or take away (sign=-1) visits from the kept histogram."""
+    cells: dict[tuple[str, str, int], list[int]] = defaultdict(lambda: [0, 0])
+    for project_id, state, ms in visits:
+        cell = cells[project_id, state.value, bucket(ms)]
+        cell[0] += sign
+        cell[1] += sign * ms
+    if not cells:
+        return
+    # Sorted, so two writers touching the same cells lock them in the same order.
+    params = [
+        {"project_id": p, "state": s, "bucket": b, "visits": n, "sum_ms": total}
+        for (p, s, b), (n, total) in sorted(cells.items())
+    ]
+    conn.execute(_bump(conn.dialect.name), params)
+    if sign < 0:
+        conn.execute(_DROP_EMPTY)
+
+
+def visits_of_runs(conn: Connection, records: Sequence[PipelineHistory]) -> list[Visit]:
+    """The state visits of these finished runs, from their transitions (the last one ends at
+    the run's completion); visits whose start is reconstructed are not known, so not counted."""
+    if not records:
+        return []
+    completed = {r.id: r.completed_at for r in records}
+    ids = sorted(completed)
+    found: list[Any] = []
+    for start in range(0, len(ids), _IDS_PER_STATEMENT):  # within every engine's parameter limit
+        found += conn.execute(_RUNS_TRANSITIONS, {"ids": ids[start : start + _IDS_PER_STATEMENT]}).all()
+    return _visits(found, completed)
+
+
+_IDS_PER_STATEMENT = 1000
+
+
+_RUNS_TRANSITIONS = (
+    select(
+        transitions.c.pipeline_id,
+        transitions.c.project_id,
+        transitions.c.to_state,
+        transitions.c.at,
+        transitions.c.reconstructed,
+    )
+    .where(transitions.c.pipeline_id.in_(bindparam("ids", expanding=True)))
+    .order_by(transitions.c.pipeline_id, transitions.c.seq)
+)
+
+
+def _visits(found: Sequence[Any], completed: dict[str, datetime]) -> list[Visit]:
+    visits: list[Visit] = []
+    for i, (pipeline_id, project_id, state, at, reconstructed) in enumerate(found):
+        following = found[i + 1] if i + 1 < len(found) else None
+        end = (
+            following[3] if following is not None and following[0] == pipeline_id else completed[pipeline_id]
+        )
+        if not reconstructed:
+            visits.append((project_id, rows.state(state), max(0, round((end - at).total_seconds() * 1000))))
+    return visits
+
+
+def kept(conn: Connection, project_id: str | None) -> dict[PipelineState, StageStats]:
+    """Stage statistics from the kept histogram: a read of at most states x buckets rows."""
+    statement = _KEPT if project_id is None else _KEPT_OF_PROJECT
+    cells: dict[PipelineState, list[tuple[int, int, int]]] = defaultdict(list)
+    for state, index, visits, total_ms in conn.execute(statement, {"project_id": project_id}):
+        if visits:
+            cells[rows.state(state)].append((int(index), int(visits), int(total_ms)))
+    return {state: _from_histogram(state, sorted(cells[state])) for state in PipelineState}
+
+
+def _from_histogram(state: PipelineState, cells: list[tuple[int, int, int]]) -> StageStats:
+    visits = sum(n for _, n, _ in cells)
+    total = sum(ms for _, _, ms in cells) / 1000
+    if not visits:
+        return StageStats(state, 0, 0.0, None, None, None)
+
+    def at(percent: int) -> float:
+        rank = max(1, math.ceil(percent / 100 * visits))
+        seen = 0
+        for index, n, _ in cells:
+            seen += n
+            if seen >= rank:
+                return representative_seconds(index)
+        raise AssertionError("rank beyond the histogram")  # pragma: no cover
+
+    return StageStats(state, visits, total, total / visits, at(50), at(95))
+
+
+_WINDOW_TRANSITIONS = (
+    select(
+        transitions.c.pipeline_id,
+        transitions.c.project_id,
+        transitions.c.to_state,
+        transitions.c.at,
+        transitions.c.reconstructed,
+        history.c.completed_at,
+    )
+    .join(history, history.c.id == transitions.c.pipeline_id)
+    .order_by(transitions.c.pipeline_id, transitions.c.seq)
+)
+
+
+def scanned(
+    conn: Connection, project_id: str | None, since: datetime | None, until: datetime | None
+) -> dict[PipelineState, StageStats]:
+    """Stage statistics, exact, over the runs completed within [since, until): a scan of the
+    window's history rows (by their completed_at index) and of their transitions."""
+    statement = _WINDOW_TRANSITIONS
+    if project_id is not None:
+        statement = statement.where(history.c.project_id == project_id)
+    if since is not None:
+        statement = statement.where(history.c.completed_at >= since)
+    if until is not None:
+        statement = statement.where(history.c.completed_at < until)
+    found = conn.execute(statement).all()
+    completed = {row[0]: row[5] for row in found}
+    durations: dict[PipelineState, list[int]] = defaultdict(list)
+    for _, state, ms in _visits([row[:5] for row in found], completed):
+        durations[state].append(ms)
+    return {state: _exact(state, sorted(durations[state])) for state in PipelineState}
+
+
+def _exact(state: PipelineState, ms: list[int]) -> StageStats:
+    if not ms:
+        return StageStats(state, 0, 0.0, None, None, None)
+    total = sum(ms) / 1000
+
+    def at(percent: int) -> float:
+        return ms[max(1, math.ceil(percent / 100 * len(ms))) - 1] / 1000
+
+    return StageStats(state, len(ms), total, total / len(ms), at(50), at(95))
