@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from click.testing import CliRunner
 
-from vibecc.state_store import StateStore
+from vibecc.state_store import PipelineState, StateStore
 from vibecc.state_store.cli import args as cli_args
 from vibecc.state_store.cli import cli
 from vibecc.state_store.cli import common as cli_common
@@ -77,6 +77,18 @@ def test_history_stats_numbers(store_url: str, filled: dict[str, str]) -> None:
         "p95_duration_seconds": 600.0,
         "avg_retries_ci": 0.75,
         "avg_retries_review": 0.5,
+        # Imported history brings no timeline: no stage visits are known.
+        "stages": {
+            state.value: {
+                "state": state.value,
+                "visits": 0,
+                "total_seconds": 0.0,
+                "mean_seconds": None,
+                "p50_seconds": None,
+                "p95_seconds": None,
+            }
+            for state in PipelineState
+        },
     }
     late = as_json(store_url, "history", "stats", "--since", "2025-03-06")
     assert (late["total_completed"], late["total_failed"], late["p50_duration_seconds"]) == (3, 1, 600.0)

@@ -24,7 +24,15 @@ from .common import (
     say,
     yes_option,
 )
-from .views import board, kv_table, pipeline_rows, pipelines_table, project_rows, projects_table
+from .views import (
+    board,
+    kv_table,
+    pipeline_rows,
+    pipelines_table,
+    project_rows,
+    projects_table,
+    timeline_table,
+)
 
 # -- projects --------------------------------------------------------------------------------
 
@@ -245,7 +253,8 @@ def list_pipelines(
 @json_option
 @pass_env
 def show_pipeline(env: Env, ref: str, as_json: bool) -> None:
-    """Show one active pipeline, by id or as owner/name#ticket.
+    """Show one active pipeline, by id or as owner/name#ticket, with its timeline: every
+    state it went through and the time spent in each.
 
     \b
     Example:
@@ -253,10 +262,13 @@ def show_pipeline(env: Env, ref: str, as_json: bool) -> None:
     """
     store = env.store()
     pipeline = _find_pipeline(store, ref)
+    timeline = store.get_timeline(pipeline.id)
     if as_json:
-        emit_json(to_dict(pipeline))
+        emit_json({**to_dict(pipeline), "timeline": [to_dict(t) for t in timeline]})
     else:
-        console().print(kv_table(pipeline_rows(pipeline, names(store).get(pipeline.project_id))))
+        out = console()
+        out.print(kv_table(pipeline_rows(pipeline, names(store).get(pipeline.project_id))))
+        out.print(timeline_table(timeline))
 
 
 def _find_pipeline(store: StateStore, ref: str) -> Pipeline:

@@ -12,7 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..ops.copy import CopyReport
-from ..records import Pipeline, PipelineHistory, PipelineState, Project
+from ..records import Pipeline, PipelineHistory, PipelineState, Project, StageStats, Transition
 from .formatting import by_state, duration, one_line, percent, plain, when
 
 STATE_STYLE = {
@@ -204,6 +204,43 @@ def stats_table(stats: dict[str, Any], title: str) -> Table:
         ],
         title=Text(plain(title)),
     )
+
+
+def timeline_table(timeline: list[Transition]) -> Table:
+    """The states a pipeline went through, with the time spent in each."""
+    table = Table(box=box.SIMPLE_HEAD, title="Timeline", title_justify="left")
+    for name in ("#", "From", "To", "At (UTC)", "Time in state", "Retries CI/review", "Feedback"):
+        table.add_column(name, justify="right" if name in ("#", "Time in state") else "left")
+    for t in timeline:
+        spent = duration(t.seconds_in_state) if t.seconds_in_state is not None else "(now)"
+        feedback = one_line(t.feedback) if t.feedback else ""
+        table.add_row(
+            str(t.seq),
+            state_text(t.from_state) if t.from_state else Text("created", style="dim"),
+            state_text(t.to_state),
+            when(t.at) + (" (reconstructed)" if t.reconstructed else ""),
+            spent,
+            f"{t.retry_count_ci}/{t.retry_count_review}",
+            feedback if len(feedback) <= 60 else feedback[:57] + "...",
+        )
+    return table
+
+
+def stages_table(stages: dict[PipelineState, StageStats], title: str) -> Table:
+    """Where the time goes: visits of each state and the time spent in it."""
+    table = Table(box=box.SIMPLE_HEAD, title=Text(plain(title)), title_justify="left")
+    for name in ("Stage", "Visits", "Mean", "p50", "p95", "Total"):
+        table.add_column(name, justify="left" if name == "Stage" else "right")
+    for state, stats in stages.items():
+        table.add_row(
+            state_text(state),
+            str(stats.visits),
+            duration(stats.mean_seconds),
+            duration(stats.p50_seconds),
+            duration(stats.p95_seconds),
+            duration(stats.total_seconds) if stats.visits else "-",
+        )
+    return table
 
 
 def copy_table(report: CopyReport) -> Table:

@@ -19,7 +19,16 @@ from typing import IO, Any
 
 from .. import rules as check
 from ..errors import ValidationError
-from ..records import DurationPercentiles, HistoryStats, Pipeline, PipelineHistory, PipelineState, Project
+from ..records import (
+    DurationPercentiles,
+    HistoryStats,
+    Pipeline,
+    PipelineHistory,
+    PipelineState,
+    Project,
+    StageStats,
+    Transition,
+)
 
 HISTORY_FIELDS = tuple(f.name for f in fields(PipelineHistory))
 _TEXT = ("id", "project_id", "ticket_id", "ticket_title", "branch_name")
@@ -36,7 +45,7 @@ def plain(value: Any) -> Any:
     return value
 
 
-def to_dict(record: Project | Pipeline | PipelineHistory) -> dict[str, Any]:
+def to_dict(record: Project | Pipeline | PipelineHistory | Transition | StageStats) -> dict[str, Any]:
     """Every field of a record, JSON-ready."""
     return {f.name: plain(getattr(record, f.name)) for f in fields(record)}
 
