@@ -8,6 +8,7 @@ acknowledged so far in any round. Set VIBECC_CRASH_SEED to replay a run.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import random
@@ -18,14 +19,18 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import pytest
+import sqlalchemy
 
-from vibecc.state_store import HistoryStats, PipelineState, StateStore
+from vibecc.state_store import HistoryStats, Pipeline, PipelineHistory, PipelineState, StateStore
+from vibecc.state_store.models import transitions
 
 WORKER = Path(__file__).with_name("crash_worker.py")
 ROUNDS = 30
+EVER = datetime.fromisoformat("0001-01-02T00:00:00+00:00")
 READY_WAIT = 60.0
 """Seconds a worker may take to import and open the store (a slow CI machine), not a limit on it."""
 
@@ -124,10 +129,41 @@ def _check_after_kill(path: Path, acked: Acknowledged, round_no: int) -> None:
             assert pipeline_id in history, f"round {round_no}: acknowledged archive of {pipeline_id} lost"
             assert pipeline_id not in active, f"round {round_no}: archived {pipeline_id} is active again"
         assert store.get_history_stats() == _recomputed(store), f"round {round_no}: kept stats drifted"
+        _check_timelines(store, active, history, round_no)
         project = store.list_projects()[0]
         assert (
             store.update_project(project.id, name=f"after kill {round_no}").name == f"after kill {round_no}"
         )
+
+
+def _check_timelines(
+    store: StateStore, active: dict[str, Pipeline], history: dict[str, PipelineHistory], round_no: int
+) -> None:
+    """Every state change has its transition and every transition its write: the chain of a
+    pipeline runs from its creation to the state it is in, each transition carries the retry
+    count and feedback of the very update that made it, and no transition is left without its
+    pipeline or history record. The kept stage histogram equals a recount."""
+    with store.database.engine.connect() as conn:
+        owners = set(conn.execute(sqlalchemy.select(transitions.c.pipeline_id).distinct()).scalars())
+    assert owners <= active.keys() | history.keys(), (
+        f"round {round_no}: orphan transitions {owners - active.keys() - history.keys()}"
+    )
+    for pipeline_id in active.keys() | history.keys():
+        timeline = store.get_timeline(pipeline_id)
+        assert [t.seq for t in timeline] == list(range(1, len(timeline) + 1)), (round_no, timeline)
+        assert timeline[0].from_state is None
+        for earlier, later in itertools.pairwise(timeline):
+            assert later.from_state == earlier.to_state != later.to_state, (round_no, timeline)
+            assert later.feedback == f"{pipeline_id}:{later.retry_count_ci}", (round_no, later)
+        now = active[pipeline_id].state if pipeline_id in active else history[pipeline_id].final_state
+        assert timeline[-1].to_state == now, (
+            f"round {round_no}: {pipeline_id} is {now}, timeline says otherwise"
+        )
+    kept, recount = store.get_stage_stats(), store.get_stage_stats(since=EVER)
+    for state in kept:
+        assert (kept[state].visits, kept[state].total_seconds) == pytest.approx(
+            (recount[state].visits, recount[state].total_seconds)
+        ), f"round {round_no}: kept stage stats drifted for {state}"
 
 
 def _start_worker(path: Path, log: Path, seed: int, errors: Path) -> subprocess.Popen[str]:
