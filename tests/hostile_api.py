@@ -46,7 +46,8 @@ KNOWN_METHODS = frozenset(
         "get_pipeline", "get_pipeline_by_ticket", "list_pipelines", "update_pipeline",
         "claim_pipeline", "delete_pipeline", "save_to_history", "archive_pipeline", "get_history",
         "get_history_page", "get_history_record", "get_history_stats", "get_duration_percentiles",
-        "count_history", "iter_history", "import_history", "prune_history",
+        "count_history", "iter_history", "import_history", "prune_history", "count_pipelines",
+        "count_by_state", "get_timeline", "get_stage_stats",
     }
 )  # fmt: skip
 """Methods the enumeration must find at least: an empty or broken enumeration fails."""

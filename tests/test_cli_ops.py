@@ -48,6 +48,7 @@ def test_copy_into_an_empty_store_verifies_every_table(store_url: str, fresh_db:
         "deleted_projects": 0,
         "history_stats": 1,
         "pipeline_transitions": 1,  # the active pipeline's creation; imported history has none
+        "stage_histogram": 0,  # nor any time in a stage
     }
     assert all(t["matches"] and t["source_checksum"] == t["target_checksum"] for t in tables.values())
     assert report["rows"] == 10

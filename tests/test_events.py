@@ -48,11 +48,12 @@ class Seen:
 def watching(engine: Engine, *, trace: bool = True) -> Iterator[Seen]:
     seen = Seen()
 
-    def before(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
-        seen.before.append(statement)
+    def before(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool) -> None:
+        # The driver runs (and traces) an executemany once per parameter set.
+        seen.before.extend([statement] * (len(parameters) if many else 1))
 
-    def after(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
-        seen.after.append(statement)
+    def after(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool) -> None:
+        seen.after.extend([statement] * (len(parameters) if many else 1))
 
     def commit(conn: Any) -> None:
         seen.commits += 1

@@ -780,4 +780,5 @@ def test_keys_and_names_compare_by_code_point_on_postgresql(pg_server: Any) -> N
         ("pipelines", "project_id"),
         ("projects", "id"),
         ("projects", "name"),
+        ("stage_histogram", "project_id"),
     ]

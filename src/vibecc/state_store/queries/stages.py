@@ -31,7 +31,12 @@ Visit = tuple[str, PipelineState, int]
 
 _LOG_RATIO = math.log(RATIO)
 _H = stage_histogram.c
-_DROP_EMPTY = delete(stage_histogram).where(_H.visits == 0)
+_DROP_EMPTY = delete(stage_histogram).where(
+    _H.project_id == bindparam("project_id"),
+    _H.state == bindparam("state"),
+    _H.bucket == bindparam("bucket"),
+    _H.visits == 0,
+)
 _KEPT = select(_H.state, _H.bucket, func.sum(_H.visits), func.sum(_H.sum_ms)).group_by(_H.state, _H.bucket)
 _KEPT_OF_PROJECT = _KEPT.where(_H.project_id == bindparam("project_id"))
 
@@ -74,7 +79,8 @@ def bump(conn: Connection, visits: Iterable[Visit], *, sign: int) -> None:
     ]
     conn.execute(_bump(conn.dialect.name), params)
     if sign < 0:
-        conn.execute(_DROP_EMPTY)
+        # Only the cells this call emptied: a scan of every cell would lock other writers' rows.
+        conn.execute(_DROP_EMPTY, [{k: p[k] for k in ("project_id", "state", "bucket")} for p in params])
 
 
 def visits_of_runs(conn: Connection, records: Sequence[PipelineHistory]) -> list[Visit]:
