@@ -6,7 +6,6 @@ import multiprocessing
 import os
 import sqlite3
 import stat
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,8 +15,10 @@ from vibecc.state_store import BackupExistsError, StateStore, StorageError, Vali
 from vibecc.state_store.ops.backup import backup_sqlite
 
 if TYPE_CHECKING:
+    from tests import helpers
     from tests.test_cli import Done, add_history, as_json, ok, one_line_error, run
 else:
+    import helpers
     from test_cli import Done, add_history, as_json, ok, one_line_error, run
 
 
@@ -121,13 +122,6 @@ def _keep_writing(location: str, written: Any, stop: Any) -> None:
             written.value = n
 
 
-def _wait_for(condition: Any, what: str) -> None:
-    deadline = time.monotonic() + 60
-    while not condition():
-        assert time.monotonic() < deadline, f"gave up waiting: {what}"
-        time.sleep(0.005)
-
-
 def _check_consistent(path: Path, committed_before: set[str]) -> set[str]:
     assert _integrity(path) == ["ok"]
     conn = sqlite3.connect(path)
@@ -154,12 +148,17 @@ def test_backup_while_another_process_keeps_writing(live: str, tmp_path: Path) -
         # After the first step, let the writer commit more before the copy goes on.
         if not during:
             start = written.value
-            _wait_for(lambda: written.value >= start + 5, "the writer committing during the backup")
+            helpers.until(
+                lambda: written.value >= start + 5,
+                "the writer committing during the backup",
+                timeout=60,
+                interval=0.005,
+            )
             with StateStore(live) as store:
                 during.update(h.id for h in store.iter_history())
 
     try:
-        _wait_for(lambda: written.value >= 20, "the writer process starting")
+        helpers.until(lambda: written.value >= 20, "the writer process starting", timeout=60, interval=0.005)
         with StateStore(live) as store:
             committed = {h.id for h in store.iter_history()}
         library_copy = tmp_path / "library.db"
