@@ -20,7 +20,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DBAPIError
 
-from vibecc.state_store import StateStore
+from vibecc.state_store import Project, StateStore
 from vibecc.state_store.models import Base
 
 DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -245,3 +245,9 @@ def store(store_url: str) -> Iterator[StateStore]:
     """An empty store on the test's engine."""
     with StateStore(store_url) as opened:
         yield opened
+
+
+@pytest.fixture
+def project(store: StateStore) -> Project:
+    """A project "Acme" (repo acme/widgets) in the test's store."""
+    return store.create_project("Acme", "acme/widgets")

@@ -24,7 +24,15 @@ from sqlalchemy import Select, create_engine, inspect, literal_column, select, t
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.pool import NullPool
 
-from vibecc.state_store import HistoryStats, PipelineHistory, PipelineState, StateStore
+from vibecc.state_store import (
+    HistoryStats,
+    ImportResult,
+    Pipeline,
+    PipelineHistory,
+    PipelineState,
+    Project,
+    StateStore,
+)
 
 T0 = datetime(2025, 1, 2, 3, 4, 5, 123456, tzinfo=UTC)
 """A fixed instant to build history around (microseconds on purpose)."""
@@ -137,6 +145,41 @@ def is_utc(value: datetime) -> bool:
 def newest_first(records: Iterable[PipelineHistory]) -> list[PipelineHistory]:
     """History rows in get_history order: newest completed_at first, ties by id descending."""
     return sorted(records, key=lambda r: (r.completed_at, r.id), reverse=True)
+
+
+def all_history(store: StateStore) -> list[PipelineHistory]:
+    """Every history row of `store`, oldest first (iter_history order)."""
+    return list(store.iter_history())
+
+
+def finished(
+    store: StateStore, project: Project, ticket: int, state: str = "merged", **changes: Any
+) -> Pipeline:
+    """A new pipeline of `project` for `ticket`, moved to `state` (and the other `changes`)."""
+    pipeline = store.create_pipeline(project.id, ticket, f"ticket {ticket}", f"vibecc/{ticket}")
+    return store.update_pipeline(pipeline.id, state=state, **changes)
+
+
+def import_at(
+    store: StateStore,
+    project_id: str,
+    offsets: list[int],
+    *,
+    final_state: PipelineState = PipelineState.MERGED,
+    retries_ci: int = 0,
+) -> list[PipelineHistory]:
+    """Import one record completed at T0 + each offset (seconds); return them."""
+    records = [
+        history_record(
+            project_id=project_id,
+            completed_at=T0 + timedelta(seconds=s),
+            final_state=final_state,
+            retries_ci=retries_ci,
+        )
+        for s in offsets
+    ]
+    assert store.import_history(records) == ImportResult(len(records), 0)
+    return records
 
 
 def record_figure(name: str, value: int | str, engine: str = "") -> None:
