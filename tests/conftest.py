@@ -13,6 +13,7 @@ import shutil
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -21,12 +22,14 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DBAPIError
 
 from vibecc.state_store import Project, StateStore
-from vibecc.state_store.models import Base
+
+if TYPE_CHECKING:
+    from tests import helpers
+else:
+    import helpers
 
 DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 ENGINES = ("sqlite", "postgresql")
-TABLES = tuple(table.name for table in Base.metadata.sorted_tables)
-"""Every table of the store, emptied between tests that share a PostgreSQL database."""
 DATABASE_TIMEZONE = "Asia/Kathmandu"
 """Default time zone of the test databases: positive, and not a whole number of hours (+05:45)."""
 CLIENT_TIMEZONE = "America/St_Johns"
@@ -234,8 +237,7 @@ def store_url(engine_name: str, tmp_path: Path, request: pytest.FixtureRequest) 
         return str(path)
     url: str = request.getfixturevalue("_pg_store_url")
     engine = create_engine(url, pool_size=1)
-    with engine.begin() as conn:
-        conn.execute(text(f"TRUNCATE {', '.join(TABLES)}"))
+    helpers.truncate_tables(engine)  # the tests of a run share this database
     engine.dispose()
     return url
 

@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 
 import pytest
 from sqlalchemy import Select, create_engine, inspect, literal_column, select, table, text
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.pool import NullPool
 
 from vibecc.state_store import (
@@ -33,6 +33,7 @@ from vibecc.state_store import (
     Project,
     StateStore,
 )
+from vibecc.state_store.models import Base
 
 T0 = datetime(2025, 1, 2, 3, 4, 5, 123456, tzinfo=UTC)
 """A fixed instant to build history around (microseconds on purpose)."""
@@ -40,6 +41,8 @@ WAIT = 30.0
 """Seconds to wait for a condition (a helper process ready, a backend blocked or gone) before failing."""
 STORE_APP = "vibecc-state-store"
 """The application_name of every PostgreSQL session the store opens."""
+TABLES = tuple(table.name for table in Base.metadata.sorted_tables)
+"""Every table of the store."""
 
 
 def until(
@@ -140,6 +143,12 @@ def history_record(
 def is_utc(value: datetime) -> bool:
     """True for a timezone-aware datetime at offset zero."""
     return value.tzinfo is not None and value.utcoffset() == timedelta(0)
+
+
+def truncate_tables(engine: Engine) -> None:
+    """Empty every table of a PostgreSQL store (its schema and alembic_version stay)."""
+    with engine.begin() as conn:
+        conn.execute(text(f"TRUNCATE {', '.join(TABLES)}"))
 
 
 def newest_first(records: Iterable[PipelineHistory]) -> list[PipelineHistory]:
