@@ -3,6 +3,18 @@
 PostgreSQL comes from VIBECC_TEST_POSTGRES_URL (default: the local server). Each test run
 creates its own databases and drops them at the end. With CI=true an unreachable server fails
 the run; elsewhere the PostgreSQL tests are left out of it, counted on one line that says why.
+
+A test that runs on PostgreSQL only says so in one of two ways, and in no other:
+
+- it takes the `pg_server` fixture, directly or through a fixture of its own (most do, e.g. to
+  make a database with pg_server.create_database());
+- it is marked `@pytest.mark.pg_only` when it cannot take the fixture: it reaches the server
+  through request.getfixturevalue("pg_server") in some of its parameters only (mark those
+  parameters), or it brings a PostgreSQL server of its own.
+
+needs_postgres() finds both, so without a server they are left out before they run. No test
+checks for the server itself or skips by hand; pg_server's own skip is only a fallback for a
+test that forgot to say so.
 """
 
 from __future__ import annotations
