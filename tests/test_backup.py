@@ -37,14 +37,6 @@ def _contents(path: str | Path) -> tuple[Any, ...]:
         return (store.list_projects(), store.list_pipelines(), list(store.iter_history()))
 
 
-def _integrity(path: Path) -> list[str]:
-    conn = sqlite3.connect(path)
-    try:
-        return [row[0] for row in conn.execute("PRAGMA integrity_check")]
-    finally:
-        conn.close()
-
-
 def test_backup_is_an_exact_private_checked_copy(live: str, tmp_path: Path) -> None:
     dest = tmp_path / "backups" / "nightly.db"
     seen: list[tuple[int, int]] = []
@@ -56,7 +48,7 @@ def test_backup_is_an_exact_private_checked_copy(live: str, tmp_path: Path) -> N
     assert result.bytes == dest.stat().st_size
     assert len(seen) > 1
     assert seen[-1] == (result.pages, result.pages)
-    assert _integrity(dest) == ["ok"]
+    assert helpers.integrity(dest) == "ok"
     assert not Path(f"{dest}-wal").exists()  # one self-contained file
     assert sorted(p.name for p in dest.parent.iterdir()) == ["nightly.db"]  # no temporary left
     assert _contents(dest) == _contents(live)
@@ -71,7 +63,7 @@ def test_backup_refuses_to_overwrite_unless_forced(live: str, tmp_path: Path) ->
     Path(f"{dest}-wal").write_bytes(b"stale wal of the older backup")
     backup_sqlite(live, dest, force=True)
     assert not Path(f"{dest}-wal").exists()
-    assert _integrity(dest) == ["ok"]
+    assert helpers.integrity(dest) == "ok"
     assert stat.S_IMODE(dest.stat().st_mode) == 0o600
 
 
@@ -123,7 +115,7 @@ def _keep_writing(location: str, written: Any, stop: Any) -> None:
 
 
 def _check_consistent(path: Path, committed_before: set[str]) -> set[str]:
-    assert _integrity(path) == ["ok"]
+    assert helpers.integrity(path) == "ok"
     conn = sqlite3.connect(path)
     try:
         ids = {row[0] for row in conn.execute("SELECT id FROM pipeline_history")}
