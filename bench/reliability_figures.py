@@ -2,11 +2,11 @@
 
     .venv/bin/python bench/reliability_figures.py [--json] [PYTEST ARGS...]
 
-Runs tests/test_model.py, test_crash.py, test_faults.py and test_security.py with
-VIBECC_RELIABILITY_FIGURES pointing at a scratch file, into which the tests append what they
-measured (hypothesis examples per engine, kills survived, acknowledged writes checked, faults
-injected), counts the cases of tests/test_bad_input.py, and prints the figures with the outcome
-of every test. Extra arguments go to pytest, e.g. `--hypothesis-profile=long`.
+Runs the model, crash, fault and security tests (TESTS) with VIBECC_RELIABILITY_FIGURES pointing
+at a scratch file, into which the tests append what they measured (hypothesis examples per
+engine, kills survived, acknowledged writes checked, faults injected), counts the cases of the
+hostile-input tests (BAD_INPUT), and prints the figures with the outcome of every test. Extra
+arguments go to pytest, e.g. `--hypothesis-profile=long`.
 """
 
 from __future__ import annotations
@@ -23,8 +23,21 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-TESTS = ["tests/test_model.py", "tests/test_crash.py", "tests/test_faults.py", "tests/test_security.py"]
-BAD_INPUT = "tests/test_bad_input.py"
+TESTS = [
+    "tests/test_model.py",
+    "tests/test_model_stats.py",
+    "tests/test_crash.py",
+    "tests/test_filesystem_faults.py",
+    "tests/test_sqlite_faults.py",
+    "tests/test_postgres_faults.py",
+    "tests/test_security.py",
+    "tests/test_secrets.py",
+]
+BAD_INPUT = [
+    "tests/test_bad_input_projects.py",
+    "tests/test_bad_input_pipelines.py",
+    "tests/test_bad_input_history.py",
+]
 
 
 def run_tests(figures: Path, junit: Path, extra: list[str]) -> int:
@@ -36,7 +49,7 @@ def run_tests(figures: Path, junit: Path, extra: list[str]) -> int:
 def outcomes(junit: Path) -> dict[str, list[str]]:
     """Test ids by outcome (passed, failed, skipped) from pytest's JUnit XML."""
     found: dict[str, list[str]] = defaultdict(list)
-    for case in ET.parse(junit).getroot().iter("testcase"):
+    for case in ET.parse(junit).getroot().iter("testcase"):  # noqa: S314 (the file pytest just wrote)
         name = f"{case.get('classname', '')}::{case.get('name', '')}"
         if case.find("failure") is not None or case.find("error") is not None:
             found["failed"].append(name)
@@ -49,12 +62,12 @@ def outcomes(junit: Path) -> dict[str, list[str]]:
 
 
 def bad_input_cases() -> dict[str, int] | None:
-    """Test items in tests/test_bad_input.py, and distinct cases once the engine is left out
-    (None when there is no such file)."""
-    if not (ROOT / BAD_INPUT).exists():
+    """Test items in the BAD_INPUT files, and distinct cases once the engine is left out (None
+    when one of the files is missing)."""
+    if not all((ROOT / path).exists() for path in BAD_INPUT):
         return None
     done = subprocess.run(
-        [sys.executable, "-m", "pytest", BAD_INPUT, "--collect-only", "-q", "-p", "no:cacheprovider"],
+        [sys.executable, "-m", "pytest", *BAD_INPUT, "--collect-only", "-q", "-p", "no:cacheprovider"],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -3,6 +3,18 @@
 PostgreSQL comes from VIBECC_TEST_POSTGRES_URL (default: the local server). Each test run
 creates its own databases and drops them at the end. With CI=true an unreachable server fails
 the run; elsewhere the PostgreSQL tests are left out of it, counted on one line that says why.
+
+A test that runs on PostgreSQL only says so in one of two ways, and in no other:
+
+- it takes the `pg_server` fixture, directly or through a fixture of its own (most do, e.g. to
+  make a database with pg_server.create_database());
+- it is marked `@pytest.mark.pg_only` when it cannot take the fixture: it reaches the server
+  through request.getfixturevalue("pg_server") in some of its parameters only (mark those
+  parameters), or it brings a PostgreSQL server of its own.
+
+needs_postgres() finds both, so without a server they are left out before they run. No test
+checks for the server itself or skips by hand; pg_server's own skip is only a fallback for a
+test that forgot to say so.
 """
 
 from __future__ import annotations
@@ -13,6 +25,7 @@ import shutil
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -20,13 +33,15 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DBAPIError
 
-from vibecc.state_store import StateStore
-from vibecc.state_store.models import Base
+from vibecc.state_store import Project, StateStore
+
+if TYPE_CHECKING:
+    from tests import helpers
+else:
+    import helpers
 
 DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 ENGINES = ("sqlite", "postgresql")
-TABLES = tuple(table.name for table in Base.metadata.sorted_tables)
-"""Every table of the store, emptied between tests that share a PostgreSQL database."""
 DATABASE_TIMEZONE = "Asia/Kathmandu"
 """Default time zone of the test databases: positive, and not a whole number of hours (+05:45)."""
 CLIENT_TIMEZONE = "America/St_Johns"
@@ -234,8 +249,7 @@ def store_url(engine_name: str, tmp_path: Path, request: pytest.FixtureRequest) 
         return str(path)
     url: str = request.getfixturevalue("_pg_store_url")
     engine = create_engine(url, pool_size=1)
-    with engine.begin() as conn:
-        conn.execute(text(f"TRUNCATE {', '.join(TABLES)}"))
+    helpers.truncate_tables(engine)  # the tests of a run share this database
     engine.dispose()
     return url
 
@@ -245,3 +259,9 @@ def store(store_url: str) -> Iterator[StateStore]:
     """An empty store on the test's engine."""
     with StateStore(store_url) as opened:
         yield opened
+
+
+@pytest.fixture
+def project(store: StateStore) -> Project:
+    """A project "Acme" (repo acme/widgets) in the test's store."""
+    return store.create_project("Acme", "acme/widgets")

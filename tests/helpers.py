@@ -1,5 +1,6 @@
 """Helpers shared by the behaviour tests: prove a database unchanged, recompute history stats,
-and build history records to import.
+build history records to import, wait for a condition, find the store's PostgreSQL sessions,
+and write down figures for docs/reliability.md.
 
 Import it like tests/workers.py (`from tests import helpers` under TYPE_CHECKING, else
 `import helpers`): pytest puts tests/ on sys.path, mypy knows the module as tests.helpers.
@@ -8,20 +9,51 @@ Import it like tests/workers.py (`from tests import helpers` under TYPE_CHECKING
 from __future__ import annotations
 
 import hashlib
+import json
+import os
+import sqlite3
+import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from sqlalchemy import Select, create_engine, inspect, literal_column, select, table
-from sqlalchemy.engine import URL, make_url
+import pytest
+from sqlalchemy import Select, create_engine, inspect, literal_column, select, table, text
+from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.pool import NullPool
 
-from vibecc.state_store import HistoryStats, PipelineHistory, PipelineState
+from vibecc.state_store import (
+    HistoryStats,
+    ImportResult,
+    Pipeline,
+    PipelineHistory,
+    PipelineState,
+    Project,
+    StateStore,
+)
+from vibecc.state_store.models import Base
 
 T0 = datetime(2025, 1, 2, 3, 4, 5, 123456, tzinfo=UTC)
 """A fixed instant to build history around (microseconds on purpose)."""
+WAIT = 30.0
+"""Seconds to wait for a condition (a helper process ready, a backend blocked or gone) before failing."""
+STORE_APP = "vibecc-state-store"
+"""The application_name of every PostgreSQL session the store opens."""
+TABLES = tuple(table.name for table in Base.metadata.sorted_tables)
+"""Every table of the store."""
+
+
+def until(
+    condition: Callable[[], object], what: str, *, timeout: float = WAIT, interval: float = 0.02
+) -> None:
+    """Poll `condition()` until it is true; fail the test after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"gave up waiting for {what}")
+        time.sleep(interval)
 
 
 class Snapshot(NamedTuple):
@@ -111,3 +143,140 @@ def history_record(
 def is_utc(value: datetime) -> bool:
     """True for a timezone-aware datetime at offset zero."""
     return value.tzinfo is not None and value.utcoffset() == timedelta(0)
+
+
+def truncate_tables(engine: Engine) -> None:
+    """Empty every table of a PostgreSQL store (its schema and alembic_version stay)."""
+    with engine.begin() as conn:
+        conn.execute(text(f"TRUNCATE {', '.join(TABLES)}"))
+
+
+def newest_first(records: Iterable[PipelineHistory]) -> list[PipelineHistory]:
+    """History rows in get_history order: newest completed_at first, ties by id descending."""
+    return sorted(records, key=lambda r: (r.completed_at, r.id), reverse=True)
+
+
+def all_history(store: StateStore) -> list[PipelineHistory]:
+    """Every history row of `store`, oldest first (iter_history order)."""
+    return list(store.iter_history())
+
+
+def finished(
+    store: StateStore, project: Project, ticket: int, state: str = "merged", **changes: Any
+) -> Pipeline:
+    """A new pipeline of `project` for `ticket`, moved to `state` (and the other `changes`)."""
+    pipeline = store.create_pipeline(project.id, ticket, f"ticket {ticket}", f"vibecc/{ticket}")
+    return store.update_pipeline(pipeline.id, state=state, **changes)
+
+
+def import_at(
+    store: StateStore,
+    project_id: str,
+    offsets: list[int],
+    *,
+    final_state: PipelineState = PipelineState.MERGED,
+    retries_ci: int = 0,
+) -> list[PipelineHistory]:
+    """Import one record completed at T0 + each offset (seconds); return them."""
+    records = [
+        history_record(
+            project_id=project_id,
+            completed_at=T0 + timedelta(seconds=s),
+            final_state=final_state,
+            retries_ci=retries_ci,
+        )
+        for s in offsets
+    ]
+    assert store.import_history(records) == ImportResult(len(records), 0)
+    return records
+
+
+def record_figure(name: str, value: int | str, engine: str = "") -> None:
+    """Append a measured figure for docs/reliability.md (see bench/reliability_figures.py) when
+    VIBECC_RELIABILITY_FIGURES names a file; name "fault" with a description notes a fault the
+    store came through."""
+    target = os.environ.get("VIBECC_RELIABILITY_FIGURES")
+    if target:
+        with open(target, "a", encoding="utf-8") as out:
+            out.write(json.dumps({"figure": name, "engine": engine, "value": value}) + "\n")
+
+
+# -- the store's sessions on a PostgreSQL server ------------------------------------------------
+
+
+def where(url: str | URL) -> str:
+    """How a StorageError names the PostgreSQL database of `url`: name, host and port, no password."""
+    parsed = make_url(url)
+    port = f":{parsed.port}" if parsed.port else ""
+    return f"PostgreSQL database {parsed.database!r} on {parsed.host}{port}"
+
+
+def _on_admin_database(url: str | URL, query: str, params: dict[str, Any]) -> list[Any]:
+    """The first column of `query` run on the server of `url`, from its "postgres" database."""
+    admin = create_engine(make_url(url).set(database="postgres"), poolclass=NullPool)
+    try:
+        with admin.connect() as conn:
+            return list(conn.execute(text(query), params).scalars())
+    finally:
+        admin.dispose()
+
+
+def store_backends(url: str | URL, *, waiting_on_lock: bool = False) -> list[int]:
+    """Process ids of the store's sessions (by application name) on the PostgreSQL database of
+    `url`; with `waiting_on_lock`, only those waiting on a lock."""
+    query = "SELECT pid FROM pg_stat_activity WHERE datname = :db AND application_name = :app"
+    if waiting_on_lock:
+        query += " AND wait_event_type = 'Lock'"
+    return _on_admin_database(url, query, {"db": make_url(url).database, "app": STORE_APP})
+
+
+def terminate_backends(url: str | URL, pids: list[int]) -> None:
+    """pg_terminate_backend each of `pids` on the server of `url`, and wait until they are gone
+    (it only signals; a backend exits a moment later)."""
+    for pid in pids:
+        _on_admin_database(url, "SELECT pg_terminate_backend(:pid)", {"pid": pid})
+
+    def gone() -> bool:
+        alive = "SELECT pid FROM pg_stat_activity WHERE pid = ANY(:pids)"
+        return not _on_admin_database(url, alive, {"pids": pids})
+
+    until(gone, f"backends {pids} to exit")
+
+
+# -- fault tests: a store with some of everything, and what a caller sees of it -----------------
+
+
+def fill(store: StateStore) -> None:
+    """A project "faults" with active, finished and archived pipelines."""
+    project = store.create_project("faults", "acme/faults")
+    for n in range(6):
+        pipeline = store.create_pipeline(project.id, n, f"ticket {n}", "main", "body " * 50)
+        if n % 3 == 0:
+            store.update_pipeline(pipeline.id, state=PipelineState.MERGED, retry_count_ci=n)
+            store.archive_pipeline(pipeline.id)
+
+
+def contents(store: StateStore) -> tuple[Any, ...]:
+    """Everything a caller can see, to compare before and after a fault."""
+    return (
+        store.list_projects(),
+        store.list_pipelines(),
+        store.get_history(limit=10_000),
+        store.get_history_stats(),
+    )
+
+
+def integrity(path: Path) -> str:
+    """What SQLite's PRAGMA integrity_check says of the file at `path` ("ok" when sound)."""
+    conn = sqlite3.connect(path)
+    try:
+        return "; ".join(str(row[0]) for row in conn.execute("PRAGMA integrity_check"))
+    finally:
+        conn.close()
+
+
+def filled_file(path: Path) -> tuple[Any, ...]:
+    """Make a SQLite store at `path`, fill() it and close it; return its contents()."""
+    with StateStore(path) as store:
+        fill(store)
+        return contents(store)

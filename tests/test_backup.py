@@ -6,7 +6,6 @@ import multiprocessing
 import os
 import sqlite3
 import stat
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,8 +15,10 @@ from vibecc.state_store import BackupExistsError, StateStore, StorageError, Vali
 from vibecc.state_store.ops.backup import backup_sqlite
 
 if TYPE_CHECKING:
+    from tests import helpers
     from tests.test_cli import Done, add_history, as_json, ok, one_line_error, run
 else:
+    import helpers
     from test_cli import Done, add_history, as_json, ok, one_line_error, run
 
 
@@ -36,14 +37,6 @@ def _contents(path: str | Path) -> tuple[Any, ...]:
         return (store.list_projects(), store.list_pipelines(), list(store.iter_history()))
 
 
-def _integrity(path: Path) -> list[str]:
-    conn = sqlite3.connect(path)
-    try:
-        return [row[0] for row in conn.execute("PRAGMA integrity_check")]
-    finally:
-        conn.close()
-
-
 def test_backup_is_an_exact_private_checked_copy(live: str, tmp_path: Path) -> None:
     dest = tmp_path / "backups" / "nightly.db"
     seen: list[tuple[int, int]] = []
@@ -55,7 +48,7 @@ def test_backup_is_an_exact_private_checked_copy(live: str, tmp_path: Path) -> N
     assert result.bytes == dest.stat().st_size
     assert len(seen) > 1
     assert seen[-1] == (result.pages, result.pages)
-    assert _integrity(dest) == ["ok"]
+    assert helpers.integrity(dest) == "ok"
     assert not Path(f"{dest}-wal").exists()  # one self-contained file
     assert sorted(p.name for p in dest.parent.iterdir()) == ["nightly.db"]  # no temporary left
     assert _contents(dest) == _contents(live)
@@ -70,7 +63,7 @@ def test_backup_refuses_to_overwrite_unless_forced(live: str, tmp_path: Path) ->
     Path(f"{dest}-wal").write_bytes(b"stale wal of the older backup")
     backup_sqlite(live, dest, force=True)
     assert not Path(f"{dest}-wal").exists()
-    assert _integrity(dest) == ["ok"]
+    assert helpers.integrity(dest) == "ok"
     assert stat.S_IMODE(dest.stat().st_mode) == 0o600
 
 
@@ -121,15 +114,8 @@ def _keep_writing(location: str, written: Any, stop: Any) -> None:
             written.value = n
 
 
-def _wait_for(condition: Any, what: str) -> None:
-    deadline = time.monotonic() + 60
-    while not condition():
-        assert time.monotonic() < deadline, f"gave up waiting: {what}"
-        time.sleep(0.005)
-
-
 def _check_consistent(path: Path, committed_before: set[str]) -> set[str]:
-    assert _integrity(path) == ["ok"]
+    assert helpers.integrity(path) == "ok"
     conn = sqlite3.connect(path)
     try:
         ids = {row[0] for row in conn.execute("SELECT id FROM pipeline_history")}
@@ -154,12 +140,17 @@ def test_backup_while_another_process_keeps_writing(live: str, tmp_path: Path) -
         # After the first step, let the writer commit more before the copy goes on.
         if not during:
             start = written.value
-            _wait_for(lambda: written.value >= start + 5, "the writer committing during the backup")
+            helpers.until(
+                lambda: written.value >= start + 5,
+                "the writer committing during the backup",
+                timeout=60,
+                interval=0.005,
+            )
             with StateStore(live) as store:
                 during.update(h.id for h in store.iter_history())
 
     try:
-        _wait_for(lambda: written.value >= 20, "the writer process starting")
+        helpers.until(lambda: written.value >= 20, "the writer process starting", timeout=60, interval=0.005)
         with StateStore(live) as store:
             committed = {h.id for h in store.iter_history()}
         library_copy = tmp_path / "library.db"

@@ -5,19 +5,22 @@ from __future__ import annotations
 
 import os
 import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
 from vibecc.state_store import PipelineState, StateStore, StorageError
 
-WAIT = 30.0
+if TYPE_CHECKING:
+    from tests import helpers
+    from tests.conftest import PostgresServer
+else:
+    import helpers
+
+WAIT = helpers.WAIT
 THREADS = 6
 
 
@@ -33,32 +36,6 @@ def _open_sqlite_files(path: str) -> list[str]:
         if target in names:
             found.append(target)
     return found
-
-
-def _server_sessions(url: str) -> int:
-    """Sessions of the store (application_name vibecc-state-store) on the test database."""
-    admin = create_engine(make_url(url).set(database="postgres"), poolclass=NullPool)
-    try:
-        with admin.connect() as conn:
-            return int(
-                conn.execute(
-                    text(
-                        "SELECT count(*) FROM pg_stat_activity "
-                        "WHERE datname = :db AND application_name = 'vibecc-state-store'"
-                    ),
-                    {"db": make_url(url).database},
-                ).scalar_one()
-            )
-    finally:
-        admin.dispose()
-
-
-def _until(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + WAIT
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"gave up waiting for {what}")
-        time.sleep(0.05)
 
 
 def _hammer(store: StateStore, project_id: str, stop: threading.Event, outcomes: list[Any]) -> None:
@@ -89,14 +66,14 @@ def test_close_while_threads_are_mid_call_leaves_nothing_open(store_url: str, en
     ]
     for thread in threads:
         thread.start()
-    _until(lambda: all(len(o) >= 2 for o in outcomes), "every thread to be working")
+    helpers.until(lambda: all(len(o) >= 2 for o in outcomes), "every thread to be working")
 
     store.close()
 
     if engine_name == "sqlite":
         assert _open_sqlite_files(store_url) == [], "the closed store still holds the database files"
     else:
-        _until(lambda: _server_sessions(store_url) == 0, "the store's server sessions to end")
+        helpers.until(lambda: not helpers.store_backends(store_url), "the store's server sessions to end")
     stop.set()
     for thread in threads:
         thread.join(WAIT)
@@ -116,7 +93,7 @@ def test_close_while_threads_are_mid_call_leaves_nothing_open(store_url: str, en
         assert len(again.list_pipelines()) <= THREADS
 
 
-def test_close_interrupts_a_call_that_waits_on_the_server(pg_server: Any) -> None:
+def test_close_interrupts_a_call_that_waits_on_the_server(pg_server: PostgresServer) -> None:
     """A call blocked behind another session's row lock is cancelled, not waited for."""
     url = pg_server.create_database()
     store = StateStore(url)
@@ -137,7 +114,10 @@ def test_close_interrupts_a_call_that_waits_on_the_server(pg_server: Any) -> Non
 
             thread = threading.Thread(target=blocked)
             thread.start()
-            _until(lambda: _waiting_on_lock(url), "the update to wait on the row lock")
+            helpers.until(
+                lambda: helpers.store_backends(url, waiting_on_lock=True),
+                "the update to wait on the row lock",
+            )
             store.close()
             thread.join(WAIT)
             conn.rollback()
@@ -146,27 +126,9 @@ def test_close_interrupts_a_call_that_waits_on_the_server(pg_server: Any) -> Non
     assert len(outcome) == 1
     assert isinstance(outcome[0], StorageError), outcome
     assert "closed during the call" in str(outcome[0])
-    _until(lambda: _server_sessions(url) == 0, "the store's server sessions to end")
+    helpers.until(lambda: not helpers.store_backends(url), "the store's server sessions to end")
     with StateStore(url) as again:
         assert again.get_pipeline(pipeline.id).feedback is None, "the cancelled update was rolled back"
-
-
-def _waiting_on_lock(url: str) -> bool:
-    admin = create_engine(make_url(url).set(database="postgres"), poolclass=NullPool)
-    try:
-        with admin.connect() as conn:
-            return (
-                conn.execute(
-                    text(
-                        "SELECT 1 FROM pg_stat_activity WHERE datname = :db "
-                        "AND application_name = 'vibecc-state-store' AND wait_event_type = 'Lock'"
-                    ),
-                    {"db": make_url(url).database},
-                ).first()
-                is not None
-            )
-    finally:
-        admin.dispose()
 
 
 def test_a_closed_memory_store_never_answers_from_a_new_empty_database() -> None:
@@ -186,7 +148,7 @@ def test_a_closed_memory_store_never_answers_from_a_new_empty_database() -> None
     threads = [threading.Thread(target=read) for _ in range(4)]
     for thread in threads:
         thread.start()
-    _until(lambda: len(seen) > 20, "the readers to read")
+    helpers.until(lambda: len(seen) > 20, "the readers to read")
     store.close()
     stop.set()
     for thread in threads:
@@ -211,7 +173,7 @@ def test_close_twice_and_from_several_threads_is_harmless(tmp_path: Path) -> Non
     assert _open_sqlite_files(str(tmp_path / "vibecc.db")) == []
 
 
-def test_a_second_close_returns_only_when_the_first_is_done(pg_server: Any) -> None:
+def test_a_second_close_returns_only_when_the_first_is_done(pg_server: PostgresServer) -> None:
     """Two threads closing one store: neither returns while a call is still holding a session."""
     url = pg_server.create_database()
     store = StateStore(url)
@@ -222,13 +184,15 @@ def test_a_second_close_returns_only_when_the_first_is_done(pg_server: Any) -> N
         conn.execute(text("SELECT 1 FROM pipelines WHERE id = :id FOR UPDATE"), {"id": pipeline.id})
         worker = threading.Thread(target=lambda: _expect_storage_error(store, pipeline.id))
         worker.start()
-        _until(lambda: _waiting_on_lock(url), "the update to wait on the row lock")
+        helpers.until(
+            lambda: helpers.store_backends(url, waiting_on_lock=True), "the update to wait on the row lock"
+        )
         first = threading.Thread(target=store.close)
         first.start()
-        _until(lambda: store.database.closed, "the first close to begin")
+        helpers.until(lambda: store.database.closed, "the first close to begin")
         store.close()  # the second: returns only once the first has closed everything
         assert not worker.is_alive(), "the second close returned while a call was still running"
-        _until(lambda: _server_sessions(url) == 0, "the store's server sessions to end")
+        helpers.until(lambda: not helpers.store_backends(url), "the store's server sessions to end")
         first.join(WAIT)
         conn.rollback()
     holder.dispose()

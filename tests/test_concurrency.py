@@ -32,8 +32,11 @@ def test_duplicate_creation_has_one_winner(store: StateStore, store_url: str) ->
     with workers.Race(PROCESSES) as race:
         for _ in range(PROCESSES):
             race.start(workers.create_same_tickets, store_url, project.id, rounds)
-        per_process = race.wait_all()
+        per_process, spans = zip(*race.wait_all(), strict=True)
 
+    assert any(workers.overlapped(s[round_] for s in spans) for round_ in range(rounds)), (
+        "in no round did two creations run at the same time"
+    )
     for round_ in range(rounds):
         outcomes = [process_outcomes[round_] for process_outcomes in per_process]
         kinds = Counter(kind for kind, _ in outcomes)
@@ -56,6 +59,7 @@ def test_optimistic_increments_lose_no_update(store: StateStore, store_url: str)
     final = store.get_pipeline(pipeline.id)
     assert final.retry_count_ci == PROCESSES * times, f"stale retries per process: {stale}"
     assert final.version == 1 + PROCESSES * times
+    assert sum(stale) > 0, "no update was ever stale: the processes never raced"
 
 
 def test_concurrent_claimers_take_each_pipeline_once(store: StateStore, store_url: str) -> None:
@@ -65,8 +69,12 @@ def test_concurrent_claimers_take_each_pipeline_once(store: StateStore, store_ur
     with workers.Race(PROCESSES) as race:
         for _ in range(PROCESSES):
             race.start(workers.claim_until_empty, store_url)
-        claimed = [pipeline_id for claims in race.wait_all() for pipeline_id in claims]
+        per_process = race.wait_all()
+        claimed = [pipeline_id for claims, _ in per_process for pipeline_id in claims]
 
+    assert workers.overlapped(span for _, spans in per_process for span in spans), (
+        "no two claims ran at the same time"
+    )
     assert len(claimed) == queued, Counter(claimed).most_common(3)
     assert set(claimed) == set(ids)
     assert store.list_pipelines(state=PipelineState.QUEUED) == []
@@ -112,11 +120,21 @@ def test_archive_racing_update_ends_in_one_order(store: StateStore, store_url: s
         for half in halves:
             race.start(workers.archive_each, store_url, half)
             race.start(workers.update_each, store_url, half)
-        archived_0, updated_0, archived_1, updated_1 = race.wait_all()
+        per_process = race.wait_all()
+
+    # Per half of the ids, in start order: the archiving process, then the updating one.
+    archives, updates = per_process[0::2], per_process[1::2]
+    archive_rows = [row for rows, _ in archives for row in rows]
+    update_outcomes = [outcome for outcomes, _ in updates for outcome in outcomes]
+    archive_spans = [span for _, spans in archives for span in spans]
+    update_spans = [span for _, spans in updates for span in spans]
+    assert any(workers.overlapped(pair) for pair in zip(archive_spans, update_spans, strict=True)), (
+        "no archive ran at the same time as its update"
+    )
 
     before = (0, 0, None)
     after = workers.RACED_UPDATE
-    outcomes = list(zip(ids, archived_0 + archived_1, updated_0 + updated_1, strict=True))
+    outcomes = list(zip(ids, archive_rows, update_outcomes, strict=True))
     for pipeline_id, archived, update in outcomes:
         record = store.get_history_record(pipeline_id)
         stored = (record.total_retries_ci, record.total_retries_review, record.pr_id)
@@ -145,7 +163,8 @@ def test_sqlite_writers_and_readers_never_see_locks_or_half_writes(tmp_path: Pat
         race.stop()
         reads = race.wait_for(reader_ids)
 
-    assert [problems for _, problems in reads] == [[]] * readers
+    assert [problems for _, problems, _ in reads] == [[]] * readers
+    assert all(mid_write for _, _, mid_write in reads), f"a reader never read while a writer wrote: {reads}"
     total = writers * cycles
     with StateStore(path) as store:
         assert store.list_pipelines() == []

@@ -1,15 +1,16 @@
 """Crash safety on SQLite: a writer killed with SIGKILL at random moments loses no acknowledged
 write and leaves a database that opens and works at once.
 
-tests/crash_worker.py writes in a loop and logs each call only after it returned (fsync'd). The
-test kills it 30 times on one database file and, after each kill, checks every write
-acknowledged so far in any round. Set VIBECC_CRASH_SEED to replay a run.
+tests/crash_worker.py writes in a loop and logs each call only after it returned (fsync'd); while a
+write call runs, a file beside the log names it. The test kills it 30 times on one database file,
+each time after it has acknowledged writes of that round and while one of its write calls is
+running, and after each kill checks every write acknowledged so far in any round. Set
+VIBECC_CRASH_SEED to replay a run.
 """
 
 from __future__ import annotations
 
 import itertools
-import json
 import os
 import random
 import select
@@ -21,18 +22,26 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import sqlalchemy
 
-from vibecc.state_store import HistoryStats, Pipeline, PipelineHistory, PipelineState, StateStore
+from vibecc.state_store import Pipeline, PipelineHistory, StateStore
 from vibecc.state_store.models import transitions
+
+if TYPE_CHECKING:
+    from tests import helpers
+else:
+    import helpers
 
 WORKER = Path(__file__).with_name("crash_worker.py")
 ROUNDS = 30
 EVER = datetime.fromisoformat("0001-01-02T00:00:00+00:00")
 READY_WAIT = 60.0
 """Seconds a worker may take to import and open the store (a slow CI machine), not a limit on it."""
+STOP_ATTEMPTS = 1000
+"""Times the test may stop the worker between two writes before it gives up catching one in flight."""
 
 
 @dataclass
@@ -70,21 +79,6 @@ def _integrity(path: Path) -> tuple[str, list[tuple[object, ...]], list[tuple[ob
     finally:
         conn.close()
     return "; ".join(str(row[0]) for row in check), broken_keys, twice
-
-
-def _recomputed(store: StateStore) -> HistoryStats:
-    rows = list(store.iter_history())
-    if not rows:
-        return HistoryStats(0, 0, 0, 0.0, 0.0, 0.0)
-    n = len(rows)
-    return HistoryStats(
-        n,
-        sum(r.final_state is PipelineState.MERGED for r in rows),
-        sum(r.final_state is PipelineState.FAILED for r in rows),
-        sum(r.duration_seconds for r in rows) / n,
-        sum(r.total_retries_ci for r in rows) / n,
-        sum(r.total_retries_review for r in rows) / n,
-    )
 
 
 def _check_after_kill(path: Path, acked: Acknowledged, round_no: int) -> None:
@@ -128,7 +122,9 @@ def _check_after_kill(path: Path, acked: Acknowledged, round_no: int) -> None:
         for pipeline_id in acked.archived:
             assert pipeline_id in history, f"round {round_no}: acknowledged archive of {pipeline_id} lost"
             assert pipeline_id not in active, f"round {round_no}: archived {pipeline_id} is active again"
-        assert store.get_history_stats() == _recomputed(store), f"round {round_no}: kept stats drifted"
+        assert store.get_history_stats() == helpers.stats_of(store.iter_history()), (
+            f"round {round_no}: kept stats drifted"
+        )
         _check_timelines(store, active, history, round_no)
         project = store.list_projects()[0]
         assert (
@@ -188,6 +184,45 @@ def _wait_ready(worker: subprocess.Popen[str], errors: Path) -> None:
         pytest.fail(f"crash worker did not start: {errors.read_text()[-2000:]}")
 
 
+def _acknowledged(log: Path) -> int:
+    """Writes the worker of this round has acknowledged so far (complete lines of its log)."""
+    return log.read_text(encoding="utf-8").count("\n") if log.exists() else 0
+
+
+def _in_flight(log: Path) -> str | None:
+    """The write call the worker is running, if any ("create", "update <id>", "archive <id>")."""
+    flight = Path(f"{log}.flight")
+    running = flight.read_text(encoding="utf-8").strip() if flight.exists() else ""
+    return running or None
+
+
+def _wait_for_an_acknowledgement(worker: subprocess.Popen[str], log: Path, seed: int) -> None:
+    helpers.until(
+        lambda: _acknowledged(log) > 0 or worker.poll() is not None,
+        f"seed {seed}: the worker to acknowledge a write",
+        timeout=READY_WAIT,
+    )
+
+
+def _stopped(pid: int) -> bool:
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return stat.rsplit(")", 1)[1].split()[0] == "T"
+
+
+def _stop_mid_write(worker: subprocess.Popen[str], log: Path, rng: random.Random, seed: int) -> str:
+    """Stop the worker (SIGSTOP) at a moment when one of its writes is in flight and return that
+    write; caught between two writes, it is let go on for a moment and stopped again."""
+    for _ in range(STOP_ATTEMPTS):
+        worker.send_signal(signal.SIGSTOP)
+        helpers.until(lambda: _stopped(worker.pid), "the worker to stop", interval=0.001)
+        in_flight = _in_flight(log)
+        if in_flight is not None:
+            return in_flight
+        worker.send_signal(signal.SIGCONT)
+        time.sleep(rng.uniform(0, 0.005))
+    pytest.fail(f"seed {seed}: never caught the worker with a write in flight")
+
+
 @pytest.mark.slow
 def test_sigkilled_writer_loses_no_acknowledged_write(tmp_path: Path) -> None:
     seed = int(os.environ.get("VIBECC_CRASH_SEED", str(random.SystemRandom().randrange(2**32))))
@@ -197,14 +232,16 @@ def test_sigkilled_writer_loses_no_acknowledged_write(tmp_path: Path) -> None:
     with StateStore(path) as store:
         store.create_project("crash", "acme/crash")
     acked = Acknowledged()
-    kills = 0
+    kills_mid_write: list[str] = []
     for round_no in range(ROUNDS):
         log = tmp_path / f"ack-{round_no}.log"
         worker = _start_worker(path, log, rng.randrange(2**31), errors)
         try:
             _wait_ready(worker, errors)
+            _wait_for_an_acknowledgement(worker, log, seed)
             time.sleep(rng.uniform(0.02, 0.3))
             assert worker.poll() is None, f"seed {seed}: worker exited early: {errors.read_text()[-2000:]}"
+            in_flight = _stop_mid_write(worker, log, rng, seed)
             worker.send_signal(signal.SIGKILL)
         finally:
             worker.kill()
@@ -212,19 +249,17 @@ def test_sigkilled_writer_loses_no_acknowledged_write(tmp_path: Path) -> None:
             if worker.stdout is not None:
                 worker.stdout.close()
         assert worker.returncode == -signal.SIGKILL
-        kills += 1
+        # The kill landed mid-write: the worker had acknowledged writes of this round and was
+        # killed inside a write call.
+        assert _acknowledged(log) > 0, f"seed {seed}: round {round_no} acknowledged no write"
+        assert _in_flight(log) == in_flight, f"seed {seed}: round {round_no} was not killed mid-write"
+        kills_mid_write.append(in_flight)
         acked.read(log)
         _check_after_kill(path, acked, round_no)
+    kills = len(kills_mid_write)
     assert kills == ROUNDS
     assert acked.writes > ROUNDS, f"seed {seed}: the workers acknowledged only {acked.writes} writes"
     assert acked.archived, "no archive was acknowledged"
     assert any(version > 1 for version in acked.version.values()), "no update was acknowledged"
-    _record({"crash_kills": kills, "crash_acknowledged_writes": acked.writes})
-
-
-def _record(figures: dict[str, int]) -> None:
-    target = os.environ.get("VIBECC_RELIABILITY_FIGURES")
-    if target:
-        with open(target, "a", encoding="utf-8") as out:
-            for name, value in figures.items():
-                out.write(json.dumps({"figure": name, "engine": "sqlite", "value": value}) + "\n")
+    helpers.record_figure("crash_kills", kills, "sqlite")
+    helpers.record_figure("crash_acknowledged_writes", acked.writes, "sqlite")

@@ -1,6 +1,6 @@
 """Hostile arguments to every public call, found by introspection, on both engines.
 
-test_bad_input.py names its cases by hand; this module closes the class of bug instead. It
+tests/test_bad_input_*.py name their cases by hand; this module closes the class of bug instead. It
 enumerates the public API (every public method of StateStore, copy_store, HistoryCursor.parse
 and any record whose constructor validates), so a call added later is covered without editing
 this file. Each parameter gets hostile values while the other arguments stay valid: every

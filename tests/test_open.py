@@ -1,10 +1,13 @@
-"""Opening a store: locations, lifecycle, secrets kept out of sight, bad arguments, SQLite pragmas."""
+"""Opening a store: locations, lifecycle, bad arguments, SQLite pragmas.
+
+That a password never shows is tested in tests/test_secrets.py, that new files are private in
+tests/test_security.py."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pytest
 from sqlalchemy import event
@@ -12,11 +15,6 @@ from sqlalchemy.engine import make_url
 
 from vibecc.state_store import StateStore, StorageError, ValidationError
 from vibecc.state_store.migrate import HEAD, current
-
-if TYPE_CHECKING:
-    from tests.conftest import PostgresServer
-
-PASSWORD = "pa55-w0rd-XYZ"
 
 
 def round_trip(store: StateStore) -> None:
@@ -57,15 +55,6 @@ def test_nested_new_folders_are_created(tmp_path: Path, kind: str) -> None:
     assert target.is_file()
     with StateStore(target) as again:
         assert [p.repo for p in again.list_projects()] == ["acme/widgets"]
-
-
-def test_new_file_is_private(tmp_path: Path) -> None:
-    target = tmp_path / "private" / "vibecc.db"
-
-    with StateStore(target) as store:
-        round_trip(store)
-
-    assert target.stat().st_mode & 0o777 == 0o600
 
 
 def test_memory_store_works_and_is_its_own(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -139,32 +128,6 @@ def test_context_manager_closes(store_url: str) -> None:
 
     with pytest.raises(StorageError, match="closed"):
         store.list_projects()
-
-
-def test_password_never_shown_and_unreachable_server_is_storage_error() -> None:
-    url = f"postgresql+psycopg://vibecc:{PASSWORD}@127.0.0.1:1/vibecc_prod"
-
-    with pytest.raises(StorageError) as caught:
-        StateStore(url, connect_timeout=2)
-
-    message = str(caught.value)
-    assert "127.0.0.1" in message
-    assert "vibecc_prod" in message
-    assert PASSWORD not in message
-    assert PASSWORD not in repr(caught.value)
-
-
-def test_url_and_repr_mask_the_password(pg_server: PostgresServer) -> None:
-    location = pg_server.create_database()
-    # The test server trusts local connections, so any password opens it.
-    with_password = make_url(location).set(password=PASSWORD).render_as_string(hide_password=False)
-
-    with StateStore(with_password) as store:
-        round_trip(store)
-        assert PASSWORD not in store.url
-        assert PASSWORD not in repr(store)
-        assert "***" in store.url
-        assert make_url(store.url).database == make_url(location).database
 
 
 @pytest.mark.parametrize(

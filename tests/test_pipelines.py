@@ -31,11 +31,6 @@ else:
 FIXED_NOW = datetime(2025, 6, 1, 12, 0, 0, 250000, tzinfo=UTC)
 
 
-@pytest.fixture
-def project(store: StateStore) -> Project:
-    return store.create_project("Acme", "acme/widgets")
-
-
 def test_create_pipeline_starts_queued(store: StateStore, project: Project) -> None:
     pipeline = store.create_pipeline(project.id, "17", "Fix the thing", "vibecc/17", ticket_body="Body")
 

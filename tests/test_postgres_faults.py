@@ -1,92 +1,34 @@
 """PostgreSQL going away, refusing us, or making us wait: callers only ever see StorageError, and
-the same StateStore works again once the server does. Also the pool settings, on both engines."""
+the same StateStore works again once the server does. A backend killed or timed out in the middle
+of a multi-statement write (archive_pipeline, delete_project) leaves nothing of it. Also the pool
+settings, on both engines."""
 
 from __future__ import annotations
 
 import logging
 import os
 import re
-import time
+import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 import pytest
-from sqlalchemy import Engine, create_engine, text
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool, QueuePool
 
-from vibecc.state_store import PipelineState, StateStore, StorageError
+from vibecc.state_store import HistoryNotFoundError, PipelineState, StateStore, StorageError
 
 if TYPE_CHECKING:
-    from tests import pg_private
+    from tests import helpers, pg_private
     from tests.conftest import PostgresServer
 else:
+    import helpers
     import pg_private
 
 PASSWORD = "s3cr3t-XYZ"
-STORE_APP = "vibecc-state-store"
-WAIT = 30.0
-"""Seconds to wait for the server to reach a state (up, down, a backend gone) before giving up."""
-
-
-def _until(condition_met: Callable[[], bool], what: str) -> None:
-    """Poll `condition_met()` until it is true; fail the test after WAIT seconds."""
-    deadline = time.monotonic() + WAIT
-    while not condition_met():
-        if time.monotonic() > deadline:
-            pytest.fail(f"gave up waiting for {what}")
-        time.sleep(0.05)
-
-
-def _database(url: str) -> str:
-    name = make_url(url).database
-    assert name is not None
-    return name
-
-
-def _where(url: str | URL) -> str:
-    """How a StorageError names the database of `url`: name, host and port, no password."""
-    parsed = make_url(url) if isinstance(url, str) else url
-    port = f":{parsed.port}" if parsed.port else ""
-    return f"PostgreSQL database {parsed.database!r} on {parsed.host}{port}"
-
-
-def _store_backends(admin: Engine, database: str) -> list[int]:
-    with admin.connect() as conn:
-        found = conn.execute(
-            text("SELECT pid FROM pg_stat_activity WHERE datname = :db AND application_name = :app"),
-            {"db": database, "app": STORE_APP},
-        )
-        return list(found.scalars())
-
-
-def _terminate(admin: Engine, pids: list[int]) -> None:
-    with admin.connect() as conn:
-        for pid in pids:
-            conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
-
-    def gone() -> bool:
-        with admin.connect() as conn:
-            alive = conn.execute(
-                text("SELECT 1 FROM pg_stat_activity WHERE pid = ANY(:pids)"), {"pids": pids}
-            )
-            return alive.first() is None
-
-    # pg_terminate_backend only signals; the backend exits a moment later.
-    _until(gone, f"backends {pids} to exit")
-
-
-def _waiting_on_lock(admin: Engine, database: str) -> bool:
-    with admin.connect() as conn:
-        waiting = conn.execute(
-            text(
-                "SELECT 1 FROM pg_stat_activity WHERE datname = :db "
-                "AND application_name = :app AND wait_event_type = 'Lock'"
-            ),
-            {"db": database, "app": STORE_APP},
-        )
-        return waiting.first() is not None
+"""The password of the private server the outage test stops and starts."""
 
 
 def _assert_password_hidden(error: StorageError) -> None:
@@ -103,30 +45,25 @@ def _assert_password_hidden(error: StorageError) -> None:
 
 
 @pytest.fixture
-def admin(pg_server: PostgresServer) -> Iterator[Engine]:
-    """An autocommit superuser engine on the server's admin database."""
-    engine = create_engine(pg_server.admin_url, isolation_level="AUTOCOMMIT")
-    yield engine
-    engine.dispose()
+def pg_url(pg_server: PostgresServer) -> str:
+    """A new, empty database on the test server."""
+    return pg_server.create_database()
 
 
 # -- backends terminated ---------------------------------------------------------------------
 
 
-def test_terminated_idle_connections_are_replaced_on_the_same_store(
-    pg_server: PostgresServer, admin: Engine
-) -> None:
-    url = pg_server.create_database()
-    with StateStore(url) as store:
+def test_terminated_idle_connections_are_replaced_on_the_same_store(pg_url: str) -> None:
+    with StateStore(pg_url) as store:
         project = store.create_project("Faults", "acme/faults")
         # Several threads at once, so the pool holds more than one connection to lose.
         with ThreadPoolExecutor(max_workers=4) as pool:
             created = list(
                 pool.map(lambda n: store.create_pipeline(project.id, f"T-{n}", "Job", f"job-{n}"), range(8))
             )
-        backends = _store_backends(admin, _database(url))
+        backends = helpers.store_backends(pg_url)
         assert backends, "the store holds no pooled connection to terminate"
-        _terminate(admin, backends)
+        helpers.terminate_backends(pg_url, backends)
 
         # Each call whose pooled connection is dead fails at its first statement and runs
         # again, once, on a fresh connection.
@@ -135,16 +72,13 @@ def test_terminated_idle_connections_are_replaced_on_the_same_store(
         assert seen == created
         updated = store.update_pipeline(created[0].id, state=PipelineState.CODING, expected_version=1)
         assert updated.version == 2
-        assert not set(backends) & set(_store_backends(admin, _database(url)))
+        assert not set(backends) & set(helpers.store_backends(pg_url))
 
 
-def test_connection_terminated_mid_call_raises_storage_error(
-    pg_server: PostgresServer, admin: Engine
-) -> None:
+def test_connection_terminated_mid_call_raises_storage_error(pg_url: str) -> None:
     """A call whose connection is lost after its first statement ran is not run again (its
     transaction may have done work): StorageError, and nothing of it is kept."""
-    url = pg_server.create_database()
-    database = _database(url)
+    url = pg_url
     with StateStore(url) as store:
         project = store.create_project("Faults", "acme/faults")
         pipeline = store.create_pipeline(project.id, "T-1", "Job", "job-1")
@@ -156,10 +90,13 @@ def test_connection_terminated_mid_call_raises_storage_error(
                 # delete_project locks the project row (its first statement), then waits on the
                 # held pipeline row in its second.
                 call = pool.submit(store.delete_project, project.id)
-                _until(lambda: _waiting_on_lock(admin, database), "the store's delete to wait on the lock")
-                _terminate(admin, _store_backends(admin, database))
-                with pytest.raises(StorageError, match=rf"{re.escape(_where(url))}.*terminat"):
-                    call.result(timeout=WAIT)
+                helpers.until(
+                    lambda: helpers.store_backends(url, waiting_on_lock=True),
+                    "the store's delete to wait on the lock",
+                )
+                helpers.terminate_backends(url, helpers.store_backends(url))
+                with pytest.raises(StorageError, match=rf"{re.escape(helpers.where(url))}.*terminat"):
+                    call.result(timeout=helpers.WAIT)
         finally:
             holder.dispose()
         assert store.get_pipeline(pipeline.id) == pipeline
@@ -196,7 +133,7 @@ def test_server_outage_raises_storage_error_and_the_same_store_recovers(
         conn.execute(text('CREATE DATABASE "vibecc_outage"'))
     admin.dispose()
     url = private_server.url.set(database="vibecc_outage")
-    where = re.escape(_where(url))
+    where = re.escape(helpers.where(url))
     caplog.set_level(logging.DEBUG)
     with StateStore(url.render_as_string(hide_password=False), connect_timeout=2) as store:
         project = store.create_project("Outage", "acme/outage")
@@ -224,52 +161,92 @@ def test_server_outage_raises_storage_error_and_the_same_store_recovers(
         assert len(store.list_pipelines()) == 2
 
 
-# -- refused at open -------------------------------------------------------------------------
+# -- a backend killed or timed out in the middle of a multi-statement write ---------------
 
 
-def _unreachable(request: pytest.FixtureRequest, case: str) -> URL:
-    if case == "connection refused":
-        return URL.create(
-            "postgresql+psycopg",
-            username="vibecc_app",
-            password=PASSWORD,
-            host="127.0.0.1",
-            port=1,
-            database="vibecc_prod",
-        )
-    server: URL = request.getfixturevalue("pg_server").admin_url
-    if case == "unknown role":
-        return server.set(username="vibecc_no_such_role", password=PASSWORD)
-    return server.set(password=PASSWORD, database="vibecc_no_such_database")
+@contextmanager
+def stats_row_locked(url: str, project_id: str) -> Iterator[None]:
+    """Hold the project's history_stats row lock: every history write of the project waits on it
+    after it has already deleted pipeline rows and inserted history rows."""
+    holder = create_engine(url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
+    try:
+        with holder.connect() as conn:
+            conn.exec_driver_sql("BEGIN")
+            locked = conn.execute(
+                text("SELECT project_id FROM history_stats WHERE project_id = :p FOR UPDATE"),
+                {"p": project_id},
+            ).all()
+            assert locked, "the project has no stats row to lock"
+            try:
+                yield
+            finally:
+                conn.exec_driver_sql("ROLLBACK")
+    finally:
+        holder.dispose()
 
 
-@pytest.mark.parametrize(
-    "case",
-    [
-        "connection refused",
-        pytest.param("unknown role", marks=pytest.mark.pg_only),
-        pytest.param("unknown database", marks=pytest.mark.pg_only),
-    ],
-)
-def test_open_failure_names_host_and_database_and_never_the_password(
-    request: pytest.FixtureRequest, case: str, caplog: pytest.LogCaptureFixture
-) -> None:
-    url = _unreachable(request, case)
-    caplog.set_level(logging.DEBUG)
-    with pytest.raises(StorageError) as raised:
-        StateStore(url.render_as_string(hide_password=False), connect_timeout=2)
+def _in_thread(call: Callable[[], object]) -> tuple[threading.Thread, list[BaseException]]:
+    failures: list[BaseException] = []
 
-    message = str(raised.value)
-    assert _where(url) in message
-    _assert_password_hidden(raised.value)
-    assert PASSWORD not in caplog.text
+    def run() -> None:
+        try:
+            call()
+        except BaseException as exc:
+            failures.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, failures
+
+
+def test_postgres_backend_killed_mid_archive_changes_nothing(pg_url: str) -> None:
+    with StateStore(pg_url) as store:
+        helpers.fill(store)
+        project = store.list_projects()[0]
+        victim = store.update_pipeline(store.list_pipelines()[0].id, state=PipelineState.FAILED)
+        before = helpers.contents(store)
+        with stats_row_locked(pg_url, project.id):
+            thread, failures = _in_thread(lambda: store.archive_pipeline(victim.id))
+            helpers.until(
+                lambda: helpers.store_backends(pg_url, waiting_on_lock=True), "the archive to block"
+            )
+            helpers.terminate_backends(pg_url, helpers.store_backends(pg_url, waiting_on_lock=True))
+            thread.join(helpers.WAIT)
+        assert len(failures) == 1, failures
+        assert type(failures[0]) is StorageError, failures
+        assert "terminating connection" in str(failures[0])
+        assert helpers.contents(store) == before, "a half-done archive became visible"
+        with pytest.raises(HistoryNotFoundError):
+            store.get_history_record(victim.id)
+        # The server goes on killing the store's idle connections between calls; the pool replaces them.
+        helpers.terminate_backends(pg_url, helpers.store_backends(pg_url))
+        archived = store.archive_pipeline(victim.id)
+        assert (archived.id, archived.final_state) == (victim.id, PipelineState.FAILED)
+        assert store.get_history_stats().total_completed == before[3].total_completed + 1
+    helpers.record_figure("fault", "PostgreSQL backend terminated in the middle of archive_pipeline")
+
+
+def test_postgres_statement_timeout_mid_delete_project_changes_nothing(pg_url: str) -> None:
+    with StateStore(pg_url, statement_timeout=0.5) as store:
+        helpers.fill(store)
+        project = store.list_projects()[0]
+        for pipeline in store.list_pipelines():
+            store.update_pipeline(pipeline.id, state=PipelineState.MERGED)
+        before = helpers.contents(store)
+        with stats_row_locked(pg_url, project.id), pytest.raises(StorageError, match="statement timeout"):
+            store.delete_project(project.id)
+        assert helpers.contents(store) == before, "a half-done delete_project became visible"
+        store.delete_project(project.id)
+        assert store.list_projects() == []
+        assert store.get_history_stats().total_completed == before[3].total_completed + len(before[1])
+    helpers.record_figure("fault", "PostgreSQL statement_timeout in the middle of delete_project")
 
 
 # -- statement timeout and pool ----------------------------------------------------------------
 
 
-def test_statement_timeout_turns_a_lock_wait_into_storage_error(pg_server: PostgresServer) -> None:
-    url = pg_server.create_database()
+def test_statement_timeout_turns_a_lock_wait_into_storage_error(pg_url: str) -> None:
+    url = pg_url
     with StateStore(url, statement_timeout=0.5) as store:
         project = store.create_project("Timeout", "acme/timeout")
         holder = create_engine(url, pool_size=1)

@@ -1,18 +1,21 @@
-"""Projects: create, read, list, update, delete (with the archive of finished pipelines)."""
+"""Projects: create, read, list (in code-point order on every engine), update.
+
+Deleting a project is in tests/test_project_delete.py."""
 
 from __future__ import annotations
 
 import uuid
 from dataclasses import replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.exc import IntegrityError
 
 from vibecc.state_store import (
     CLEAR,
-    PipelineState,
     ProjectExistsError,
-    ProjectHasActivePipelinesError,
     ProjectNotFoundError,
     StateStore,
     ValidationError,
@@ -20,6 +23,7 @@ from vibecc.state_store import (
 
 if TYPE_CHECKING:
     from tests import helpers
+    from tests.conftest import PostgresServer
 else:
     import helpers
 
@@ -96,9 +100,6 @@ def test_repo_is_stored_as_given(store: StateStore) -> None:
 
 def test_case_insensitive_repos_are_enforced_by_the_database(store: StateStore, store_url: str) -> None:
     """A writer that bypasses the store (or races it) cannot add a second spelling either."""
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.exc import IntegrityError
-
     project = store.create_project("Acme", "acme/widgets")
     engine = create_engine(helpers.database_url(store_url))
     try:
@@ -238,183 +239,11 @@ def test_update_project_unknown_id_raises(store: StateStore) -> None:
         store.update_project(missing, name="x")
 
 
-def test_delete_project_without_pipelines(store: StateStore) -> None:
-    project = store.create_project("Acme", "acme/widgets")
-    other = store.create_project("Other", "acme/other")
-
-    store.delete_project(project.id)
-
-    with pytest.raises(ProjectNotFoundError):
-        store.get_project(project.id)
-    assert store.list_projects() == [other]
-
-
-def test_delete_project_unknown_id_raises(store: StateStore) -> None:
-    missing = str(uuid.uuid4())
-
-    with pytest.raises(ProjectNotFoundError, match=missing):
-        store.delete_project(missing)
-
-
-@pytest.mark.parametrize("state", PipelineState.active())
-def test_delete_project_with_active_pipeline_raises(store: StateStore, state: PipelineState) -> None:
-    project = store.create_project("Acme", "acme/widgets")
-    finished = store.create_pipeline(project.id, 1, "done", "b1")
-    finished = store.update_pipeline(finished.id, state=PipelineState.MERGED)
-    active = store.create_pipeline(project.id, 2, "busy", "b2")
-    active = store.update_pipeline(active.id, state=state)
-
-    with pytest.raises(ProjectHasActivePipelinesError, match=project.id):
-        store.delete_project(project.id)
-
-    assert store.get_project(project.id) == project
-    assert store.get_pipeline(active.id) == active
-    assert store.get_pipeline(finished.id) == finished
-    assert store.count_history() == 0
-
-
-def test_delete_project_archives_finished_pipelines(store: StateStore) -> None:
-    project = store.create_project("Acme", "acme/widgets")
-    merged = store.create_pipeline(project.id, 1, "one", "b1")
-    merged = store.update_pipeline(merged.id, state="merged", pr_id=11, retry_count_ci=2)
-    failed = store.create_pipeline(project.id, 2, "two", "b2")
-    failed = store.update_pipeline(failed.id, state="failed", retry_count_review=3)
-    saved = store.save_to_history(failed)
-    other = store.create_project("Other", "acme/other")
-    other_pipeline = store.create_pipeline(other.id, 1, "other", "b")
-
-    store.delete_project(project.id)
-
-    assert store.list_pipelines() == [other_pipeline]
-    history = store.get_history(project_id=project.id)
-    assert {r.id for r in history} == {merged.id, failed.id}
-    assert store.get_history_record(failed.id) == saved
-    archived = store.get_history_record(merged.id)
-    assert (archived.final_state, archived.pr_id, archived.total_retries_ci) == (PipelineState.MERGED, 11, 2)
-    assert archived.started_at == merged.created_at
-    assert store.get_history_stats(project.id) == helpers.stats_of(history)
-    assert store.get_history_stats() == helpers.stats_of(store.get_history())
-
-
-def test_delete_project_keeps_its_history_and_stats(store: StateStore) -> None:
-    project = store.create_project("Acme", "acme/widgets")
-    for ticket, state in [(1, "merged"), (2, "failed"), (3, "merged")]:
-        pipeline = store.create_pipeline(project.id, ticket, "t", f"b{ticket}")
-        store.update_pipeline(pipeline.id, state=state, retry_count_ci=ticket)
-        store.archive_pipeline(pipeline.id)
-    history = store.get_history(project_id=project.id)
-    stats = store.get_history_stats(project.id)
-
-    store.delete_project(project.id)
-
-    assert store.get_history(project_id=project.id) == history
-    assert store.get_history_stats(project.id) == stats == helpers.stats_of(history)
-    assert stats.total_completed == 3
-
-
-def test_deleted_projects_keep_their_name_and_repo(store: StateStore) -> None:
-    kept = store.create_project("Kept", "acme/kept")
-    gone = store.create_project("Gone", "acme/gone")
-    assert store.list_deleted_projects() == []
-
-    store.delete_project(gone.id)
-
-    [deleted] = store.list_deleted_projects()
-    assert (deleted.id, deleted.name, deleted.repo) == (gone.id, "Gone", "acme/gone")
-    assert helpers.is_utc(deleted.deleted_at)
-    assert deleted.deleted_at >= gone.created_at
-    assert store.list_projects() == [kept]
-
-
-def test_a_refused_delete_records_no_deleted_project(store: StateStore) -> None:
-    project = store.create_project("Acme", "acme/widgets")
-    store.create_pipeline(project.id, 1, "t", "b")
-
-    with pytest.raises(ProjectHasActivePipelinesError):
-        store.delete_project(project.id)
-
-    assert store.list_deleted_projects() == []
-    assert store.get_project(project.id) == project
-
-
-def test_repo_can_be_reused_after_delete(store: StateStore) -> None:
-    project = store.create_project("Acme", "acme/widgets")
-    store.delete_project(project.id)
-
-    again = store.create_project("Acme again", "acme/widgets")
-
-    assert again.id != project.id
-    assert store.get_project_by_repo("acme/widgets") == again
-
-
-def test_delete_project_keeps_a_pipeline_that_turned_active_meanwhile(pg_server: Any) -> None:
-    """A finished pipeline moved back to work while delete_project runs is neither archived
-    nor deleted: the delete re-checks the state under the row lock and gives up."""
-    # PostgreSQL only: on SQLite writes queue whole, so no writer gets in between.
-    import threading
-
-    from sqlalchemy import create_engine, text
-
-    store_url = pg_server.create_database()
-    store = StateStore(store_url)
-    project = store.create_project("Acme", "acme/widgets")
-    pipeline = store.create_pipeline(project.id, 1, "t", "b")
-    store.update_pipeline(pipeline.id, state=PipelineState.FAILED)
-    other = create_engine(store_url, pool_size=2)
-    outcome: list[BaseException | None] = []
-    try:
-        with other.connect() as conn:
-            conn.execute(
-                text("UPDATE pipelines SET state = 'coding', version = version + 1 WHERE id = :id"),
-                {"id": pipeline.id},
-            )
-
-            def delete() -> None:
-                try:
-                    store.delete_project(project.id)
-                    outcome.append(None)
-                except BaseException as exc:
-                    outcome.append(exc)
-
-            worker = threading.Thread(target=delete)
-            worker.start()
-            _wait_for_a_lock_wait(other)
-            conn.commit()
-            worker.join(30)
-    finally:
-        other.dispose()
-    assert len(outcome) == 1, outcome
-    assert isinstance(outcome[0], ProjectHasActivePipelinesError), outcome
-    assert store.get_pipeline(pipeline.id).state == PipelineState.CODING
-    assert store.get_project(project.id) == project
-    assert store.count_history() == 0
-    store.close()
-
-
-def _wait_for_a_lock_wait(engine: Any) -> None:
-    """Until some backend of this database waits on a lock (the store's delete)."""
-    import time
-
-    from sqlalchemy import text
-
-    query = text(
-        "SELECT count(*) FROM pg_stat_activity "
-        "WHERE datname = current_database() AND wait_event_type = 'Lock'"
-    )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        with engine.connect() as probe:
-            if probe.execute(query).scalar_one():
-                return
-        time.sleep(0.02)
-    raise AssertionError("the store's delete never waited on the row lock")
-
-
-def test_names_and_ids_sort_by_code_point_under_a_locale_collation(pg_server: Any, tmp_path: Any) -> None:
+def test_names_and_ids_sort_by_code_point_under_a_locale_collation(
+    pg_server: PostgresServer, tmp_path: Path
+) -> None:
     """A PostgreSQL database whose default collation is a locale (here ICU en-US, which puts
     "Zeta" after "alpha" and ignores "-") still lists projects in SQLite's order."""
-    from sqlalchemy import text
-
     name = f"vibecc_test_icu_{uuid.uuid4().hex[:8]}"
     with pg_server._engine.connect() as conn:
         conn.execute(

@@ -18,14 +18,6 @@ else:
     import helpers
 
 
-def _until(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + 30
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"gave up waiting for {what}")
-        time.sleep(0.02)
-
-
 def _fill(store: StateStore, records: int) -> None:
     project = store.create_project("Source", "acme/source")
     store.import_history([helpers.history_record(project_id=project.id) for _ in range(records)])
@@ -59,7 +51,7 @@ def test_close_stops_a_call_between_statements_and_nothing_is_committed(
 
     worker = threading.Thread(target=copy)
     worker.start()
-    _until(lambda: len(batches) >= 2, "the copy to be under way")
+    helpers.until(lambda: len(batches) >= 2, "the copy to be under way")
     target.close()
     worker.join(30)
     assert not worker.is_alive()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -11,9 +12,10 @@ from typing import TYPE_CHECKING, TypeVar
 from vibecc.state_store import Pipeline, PipelineState, StaleVersionError, StateStore
 
 if TYPE_CHECKING:
-    from tests import helpers
+    from tests import helpers, workers
 else:
     import helpers
+    import workers
 
 THREADS = 8
 T = TypeVar("T")
@@ -53,11 +55,12 @@ def test_increments_with_expected_version_lose_nothing(store: StateStore) -> Non
                     conflicts += 1
         return conflicts
 
-    run_together(increment)
+    conflicts = run_together(increment)
 
     final = store.get_pipeline(pipeline.id)
     assert final.retry_count_ci == THREADS * rounds
     assert final.version == 1 + THREADS * rounds
+    assert sum(conflicts) > 0, "no update was ever stale: the threads never raced"
 
 
 def test_creates_updates_archives_from_many_threads(store: StateStore) -> None:
@@ -96,14 +99,21 @@ def test_concurrent_claims_never_hand_out_a_pipeline_twice(store: StateStore) ->
     project = store.create_project("Acme", "acme/widgets")
     made = [store.create_pipeline(project.id, ticket, "t", "b") for ticket in range(40)]
 
-    def claim_all(_: int) -> list[Pipeline]:
-        claimed = []
-        while (pipeline := store.claim_pipeline()) is not None:
+    def claim_all(_: int) -> tuple[list[Pipeline], list[workers.Span]]:
+        claimed: list[Pipeline] = []
+        spans: list[workers.Span] = []
+        while True:
+            started = time.monotonic()
+            pipeline = store.claim_pipeline()
+            spans.append((started, time.monotonic()))
+            if pipeline is None:
+                return claimed, spans
             claimed.append(pipeline)
-        return claimed
 
-    claimed = [p for batch in run_together(claim_all) for p in batch]
+    per_thread = run_together(claim_all)
+    claimed = [p for batch, _ in per_thread for p in batch]
 
+    assert workers.overlapped(span for _, spans in per_thread for span in spans), "no two claims overlapped"
     assert Counter(p.id for p in claimed) == Counter(p.id for p in made)
     assert all(p.state is PipelineState.CODING and p.version == 2 for p in claimed)
     assert store.list_pipelines(state="queued") == []
@@ -113,14 +123,18 @@ def test_readers_see_whole_writes(store: StateStore) -> None:
     project = store.create_project("Acme", "acme/widgets")
     pipeline = store.create_pipeline(project.id, 1, "t", "b")
     writes = 40
+    written = threading.Event()
 
     def work(index: int) -> list[tuple[int, int]]:
         if index == 0:
-            for n in range(1, writes + 1):
-                store.update_pipeline(pipeline.id, retry_count_ci=n, retry_count_review=n)
+            try:
+                for n in range(1, writes + 1):
+                    store.update_pipeline(pipeline.id, retry_count_ci=n, retry_count_review=n)
+            finally:
+                written.set()
             return []
         seen = []
-        for _ in range(writes):
+        while not written.is_set():  # read for as long as the writer writes
             current = store.get_pipeline(pipeline.id)
             seen.append((current.retry_count_ci, current.retry_count_review))
         return seen
@@ -128,6 +142,7 @@ def test_readers_see_whole_writes(store: StateStore) -> None:
     observed = [pair for seen in run_together(work) for pair in seen]
 
     assert all(ci == review for ci, review in observed)
+    assert any(0 < ci < writes for ci, _ in observed), "no read fell between the first and last write"
     assert store.get_pipeline(pipeline.id).version == writes + 1
 
 

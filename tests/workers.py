@@ -9,10 +9,12 @@ sent back as a traceback and fails the test.
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing
 import queue
+import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from multiprocessing.context import SpawnProcess
 from multiprocessing.queues import Queue
@@ -51,6 +53,15 @@ class Gate:
 
 
 Worker = Callable[..., Any]
+Span = tuple[float, float]
+"""When a racing call started and when it returned, by time.monotonic() (one clock for every
+process of the machine on Linux)."""
+
+
+def overlapped(spans: Iterable[Span]) -> bool:
+    """Whether two of the calls ran at the same time: the race really happened."""
+    ordered = sorted(spans)
+    return any(later[0] < earlier[1] for earlier, later in itertools.pairwise(ordered))
 
 
 def _run(worker: Worker, gate: Gate, results: Queue[tuple[int, bool, Any]], args: tuple[Any, ...]) -> None:
@@ -123,12 +134,17 @@ class Race:
 # -- workers ---------------------------------------------------------------------------------
 
 
-def create_same_tickets(gate: Gate, url: str, project_id: str, rounds: int) -> list[tuple[str, str]]:
-    """Each round, create the pipeline of ticket T-<round>, racing the other processes."""
+def create_same_tickets(
+    gate: Gate, url: str, project_id: str, rounds: int
+) -> tuple[list[tuple[str, str]], list[Span]]:
+    """Each round, create the pipeline of ticket T-<round>, racing the other processes; return
+    each round's outcome and when its call ran."""
     outcomes: list[tuple[str, str]] = []
+    spans: list[Span] = []
     with StateStore(url) as store:
         for round_ in range(rounds):
             gate.wait()
+            started = time.monotonic()
             try:
                 created = store.create_pipeline(project_id, f"T-{round_}", f"Race {round_}", f"race-{round_}")
             except PipelineExistsError as exc:
@@ -137,7 +153,8 @@ def create_same_tickets(gate: Gate, url: str, project_id: str, rounds: int) -> l
                 outcomes.append((type(exc).__name__, str(exc)))
             else:
                 outcomes.append(("created", created.id))
-    return outcomes
+            spans.append((started, time.monotonic()))
+    return outcomes, spans
 
 
 def increment_retries(gate: Gate, url: str, pipeline_id: str, times: int) -> int:
@@ -161,35 +178,51 @@ def increment_retries(gate: Gate, url: str, pipeline_id: str, times: int) -> int
     return stale
 
 
-def claim_until_empty(gate: Gate, url: str) -> list[str]:
-    """Claim QUEUED pipelines (moving them to CODING) until none is left; return their ids."""
+def claim_until_empty(gate: Gate, url: str) -> tuple[list[str], list[Span]]:
+    """Claim QUEUED pipelines (moving them to CODING) until none is left; return their ids and
+    when each claim call ran."""
     claimed: list[str] = []
+    spans: list[Span] = []
     with StateStore(url) as store:
         gate.wait()
-        while (pipeline := store.claim_pipeline()) is not None:
+        while True:
+            started = time.monotonic()
+            pipeline = store.claim_pipeline()
+            spans.append((started, time.monotonic()))
+            if pipeline is None:
+                break
             if pipeline.state is not PipelineState.CODING or pipeline.version != 2:
                 raise AssertionError(f"claim returned {pipeline}")
             claimed.append(pipeline.id)
-    return claimed
+    return claimed, spans
 
 
-def archive_each(gate: Gate, url: str, pipeline_ids: list[str]) -> list[tuple[int, int, int | None]]:
-    """Each round, archive one pipeline; return the history rows' (retries ci, review, pr_id)."""
+def archive_each(
+    gate: Gate, url: str, pipeline_ids: list[str]
+) -> tuple[list[tuple[int, int, int | None]], list[Span]]:
+    """Each round, archive one pipeline; return the history rows' (retries ci, review, pr_id)
+    and when each call ran."""
     archived: list[tuple[int, int, int | None]] = []
+    spans: list[Span] = []
     with StateStore(url) as store:
         for pipeline_id in pipeline_ids:
             gate.wait()
+            started = time.monotonic()
             record = store.archive_pipeline(pipeline_id)
+            spans.append((started, time.monotonic()))
             archived.append((record.total_retries_ci, record.total_retries_review, record.pr_id))
-    return archived
+    return archived, spans
 
 
-def update_each(gate: Gate, url: str, pipeline_ids: list[str]) -> list[str]:
-    """Each round, write RACED_UPDATE to one pipeline; return "updated" or "not_found" per round."""
+def update_each(gate: Gate, url: str, pipeline_ids: list[str]) -> tuple[list[str], list[Span]]:
+    """Each round, write RACED_UPDATE to one pipeline; return "updated" or "not_found" per round
+    and when each call ran."""
     outcomes: list[str] = []
+    spans: list[Span] = []
     with StateStore(url) as store:
         for pipeline_id in pipeline_ids:
             gate.wait()
+            started = time.monotonic()
             try:
                 retry_ci, retry_review, pr_id = RACED_UPDATE
                 store.update_pipeline(
@@ -199,7 +232,8 @@ def update_each(gate: Gate, url: str, pipeline_ids: list[str]) -> list[str]:
                 outcomes.append("not_found")
             else:
                 outcomes.append("updated")
-    return outcomes
+            spans.append((started, time.monotonic()))
+    return outcomes, spans
 
 
 # -- SQLite writers and readers ---------------------------------------------------------------
@@ -242,8 +276,10 @@ def write_lifecycles(gate: Gate, path: str, project_ids: list[str], cycles: int)
     return merged
 
 
-def read_consistently(gate: Gate, path: str) -> tuple[int, list[str]]:
-    """Read through the public API until told to stop; return the rounds read and any violations.
+def read_consistently(gate: Gate, path: str) -> tuple[int, list[str], int]:
+    """Read through the public API until told to stop; return the rounds read, any violations,
+    and the rounds that saw an active pipeline (read while a writer was mid-lifecycle: before
+    and after the writers, nothing is active).
 
     Each round reads, in this order: history ids (h1), active pipelines (a1, a2), history ids
     (h2), count, stats, count. Archiving is one transaction, and ids are never reused, so:
@@ -251,7 +287,7 @@ def read_consistently(gate: Gate, path: str) -> tuple[int, list[str]]:
     and the kept stats lie between the history counts read around them.
     """
     problems: list[str] = []
-    rounds = 0
+    rounds = mid_write = 0
     with StateStore(path) as store:
         gate.wait()
         while not gate.stop.is_set() and len(problems) < 10:
@@ -266,6 +302,7 @@ def read_consistently(gate: Gate, path: str) -> tuple[int, list[str]]:
             a1 = {p.id for p in active_1}
             a2 = {p.id for p in active_2}
             h2 = {record.id for record in history_2}
+            mid_write += bool(a1 or a2)
             if a1 & h1:
                 problems.append(f"archived yet still active: {sorted(a1 & h1)}")
             if not (a1 - a2) <= h2:
@@ -284,4 +321,4 @@ def read_consistently(gate: Gate, path: str) -> tuple[int, list[str]]:
                 for r in history_2
                 if (r.total_retries_ci, r.total_retries_review, r.pr_id) != (1, 1, 7)
             )
-    return rounds, problems
+    return rounds, problems, mid_write

@@ -583,7 +583,7 @@ class StateStore:
                 )
             inserted = _archived(conn, history.insert(conn, [rows.history_from_pipeline(taken, now())]))
             found = inserted[0] if inserted else history.by_id(conn, pipeline_id)
-            assert found is not None
+            assert found is not None  # noqa: S101 (narrows the type: the row was just inserted or kept)
             return found
 
         return self._db.write(archive)

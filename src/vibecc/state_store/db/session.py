@@ -170,7 +170,7 @@ class Database:
             if conn is not None:
                 self._release(conn)
             if locked:
-                assert lock is not None
+                assert lock is not None  # noqa: S101 (narrows the type: locked means a lock was taken)
                 lock.release()
 
     def _check_not_interrupted(self) -> None:
