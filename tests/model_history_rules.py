@@ -75,6 +75,7 @@ class HistoryRules(MachineBase):
         assert saved == archived(snapshot, saved.completed_at)
         assert_utc(saved.completed_at)
         self.model.history[snapshot.id] = saved
+        self.model.count_stages(snapshot.id, saved.completed_at)
 
     @rule(index=PICK)
     def archive_pipeline(self, index: int) -> None:
@@ -95,6 +96,7 @@ class HistoryRules(MachineBase):
         assert record == archived(pipeline, record.completed_at)
         assert_utc(record.completed_at)
         self.model.history[pipeline_id] = record
+        self.model.count_stages(pipeline_id, record.completed_at)
 
     @rule(data=st.data(), batch_size=st.integers(min_value=1, max_value=4))
     def import_history(self, data: st.DataObject, batch_size: int) -> None:
@@ -130,6 +132,7 @@ class HistoryRules(MachineBase):
         if not dry_run:
             for record in doomed:
                 del self.model.history[record.id]
+                self.model.forget(record.id)
 
     @rule(
         index=st.none() | PICK,

@@ -150,6 +150,7 @@ class ProjectRules(MachineBase):
             assert_utc(stored.completed_at)
             finished_at.add(stored.completed_at)
             self.model.history[pipeline.id] = stored
+            self.model.count_stages(pipeline.id, stored.completed_at)
         assert len(finished_at) <= 1, "one delete_project archives everything at one moment"
 
     @rule(index=PICK)
@@ -208,6 +209,7 @@ class PipelineRules(MachineBase):
         )
         assert created.id not in self.model.pipeline_ids
         self.model.pipeline_ids.append(created.id)
+        self.model.timelines[created.id] = [(None, PipelineState.QUEUED, created.created_at)]
         self._seen(created)
 
     @rule(
@@ -241,6 +243,8 @@ class PipelineRules(MachineBase):
         assert updated == replace(
             current, **changes, version=current.version + 1, updated_at=updated.updated_at
         )
+        if updated.state is not current.state:
+            self.model.timelines[pipeline_id].append((current.state, updated.state, updated.updated_at))
         self._seen(updated)
 
     @rule(
@@ -270,6 +274,8 @@ class PipelineRules(MachineBase):
         assert claimed == replace(
             oldest, state=target, version=oldest.version + 1, updated_at=claimed.updated_at
         )
+        if target is not source:
+            self.model.timelines[claimed.id].append((source, target, claimed.updated_at))
         self._seen(claimed)
 
     @rule(index=PICK)
@@ -281,6 +287,7 @@ class PipelineRules(MachineBase):
             return
         assert ok(result) is None
         del self.model.pipelines[pipeline_id]
+        self.model.forget(pipeline_id)
 
     @rule(index=PICK)
     def get_pipeline(self, index: int) -> None:

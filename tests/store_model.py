@@ -156,6 +156,26 @@ class Model:
     """Every pipeline record the store returned, stale versions included."""
     deleted: dict[str, tuple[str, str]] = field(default_factory=dict)
     """Deleted project id -> (name, repo) as they were when deleted."""
+    timelines: dict[str, list[tuple[PipelineState | None, PipelineState, datetime]]] = field(
+        default_factory=dict
+    )
+    """Pipeline id -> its transitions (from, to, at), kept after archive, gone with a prune."""
+    stage_visits: dict[str, list[tuple[PipelineState, int]]] = field(default_factory=dict)
+    """Archived run -> (state, ms) of each state it went through, as counted when its history
+    record was written."""
+
+    def count_stages(self, pipeline_id: str, completed_at: datetime) -> None:
+        timeline = self.timelines[pipeline_id]
+        ends = [at for _, _, at in timeline[1:]] + [completed_at]
+        self.stage_visits[pipeline_id] = [
+            (to_state, max(0, round((end - at).total_seconds() * 1000)))
+            for (_, to_state, at), end in zip(timeline, ends, strict=True)
+        ]
+
+    def forget(self, pipeline_id: str) -> None:
+        """A pipeline deleted or its history pruned: its timeline and stage visits go."""
+        self.timelines.pop(pipeline_id, None)
+        self.stage_visits.pop(pipeline_id, None)
 
     def history_rows(
         self,

@@ -24,15 +24,17 @@ if TYPE_CHECKING:
     from tests import helpers
     from tests.model_history_rules import HistoryRules
     from tests.model_rules import PipelineRules, ProjectRules
+    from tests.model_timeline_rules import TimelineRules
     from tests.store_model import STEPS, Fresh, examples
 else:
     import helpers
     from model_history_rules import HistoryRules
     from model_rules import PipelineRules, ProjectRules
+    from model_timeline_rules import TimelineRules
     from store_model import STEPS, Fresh, examples
 
 
-class StoreMachine(ProjectRules, PipelineRules, HistoryRules):
+class StoreMachine(ProjectRules, PipelineRules, HistoryRules, TimelineRules):
     """Every public call of StateStore against the model; a subclass sets `fresh`."""
 
     # -- after every step -------------------------------------------------------------------------
