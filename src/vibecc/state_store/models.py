@@ -234,6 +234,8 @@ class StageHistogramRow(Base):
     prune, so stage statistics cost the same at any history size."""
 
     __tablename__ = "stage_histogram"
+    # Covering, in the order of get_stage_stats()'s GROUP BY: all projects summed without a sort.
+    __table_args__ = (Index(None, "state", "bucket", "visits", "sum_ms"),)
 
     project_id: Mapped[str] = mapped_column(KEY, primary_key=True)
     state: Mapped[str] = mapped_column(String(16), primary_key=True)

@@ -73,6 +73,11 @@ def upgrade() -> None:
         sa.Column("sum_ms", sa.BigInteger(), nullable=False),
         sa.PrimaryKeyConstraint("project_id", "state", "bucket", name=op.f("pk_stage_histogram")),
     )
+    op.create_index(
+        op.f("ix_stage_histogram_state_bucket_visits_sum_ms"),
+        "stage_histogram",
+        ["state", "bucket", "visits", "sum_ms"],
+    )
     transitions = sa.table("pipeline_transitions", *(sa.column(name) for name in _COLUMNS))
     pipelines = sa.table(
         "pipelines",
