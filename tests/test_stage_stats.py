@@ -159,3 +159,48 @@ def test_deleting_a_project_archives_its_finished_runs_stages(
 def test_bad_arguments_are_refused(store: StateStore, kwargs: dict[str, object], message: str) -> None:
     with pytest.raises(ValidationError, match=message):
         store.get_stage_stats(**kwargs)  # type: ignore[arg-type]
+
+
+def _kept_equals_recount(store: StateStore) -> None:
+    kept, recount = store.get_stage_stats(), store.get_stage_stats(since=EVER)
+    for state in PipelineState:
+        assert kept[state].visits == recount[state].visits, state
+        assert math.isclose(kept[state].total_seconds, recount[state].total_seconds, abs_tol=1e-9), state
+
+
+def test_a_saved_run_counts_up_to_its_record_whatever_the_pipeline_does_next(
+    store: StateStore, clock: Clock, project: Project
+) -> None:
+    """save_to_history leaves the pipeline active, and it may change state again: the run of
+    the record ends at its completed_at, at the save, at an archive and at a prune alike."""
+    pipeline = store.create_pipeline(project.id, 1, "t", "b")
+    clock.advance(10)
+    store.update_pipeline(pipeline.id, state=CODING)
+    clock.advance(20)
+    saved = store.save_to_history(store.update_pipeline(pipeline.id, state=MERGED))
+    clock.advance(7)
+    store.update_pipeline(pipeline.id, state=CODING)
+    clock.advance(40)
+    store.update_pipeline(pipeline.id, state=FAILED)
+    clock.advance(1)
+    assert store.archive_pipeline(pipeline.id) == saved  # the earlier record is kept
+    kept = store.get_stage_stats(project.id)
+    assert (kept[QUEUED].total_seconds, kept[CODING].visits, kept[CODING].total_seconds) == (10, 1, 20)
+    assert (kept[MERGED].visits, kept[MERGED].total_seconds, kept[FAILED].visits) == (1, 0, 0)
+    _kept_equals_recount(store)
+    store.prune_history(before=clock.now + timedelta(days=1))
+    assert all(stats.visits == 0 for stats in store.get_stage_stats().values())
+
+
+def test_deleting_a_saved_pipeline_keeps_its_records_timeline(
+    store: StateStore, clock: Clock, project: Project
+) -> None:
+    pipeline = store.create_pipeline(project.id, 1, "t", "b")
+    clock.advance(15)
+    store.save_to_history(store.update_pipeline(pipeline.id, state=MERGED))
+    store.delete_pipeline(pipeline.id)
+    assert [t.to_state for t in store.get_timeline(pipeline.id)] == [QUEUED, MERGED]
+    assert store.get_stage_stats(project.id)[QUEUED].total_seconds == 15
+    _kept_equals_recount(store)
+    store.prune_history(before=clock.now + timedelta(days=1))
+    assert all(stats.visits == 0 for stats in store.get_stage_stats().values())

@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import func, select
 
 from vibecc.state_store import (
+    Pipeline,
     PipelineNotFoundError,
     PipelineState,
     Project,
@@ -255,6 +256,8 @@ def test_concurrent_state_changes_get_consecutive_numbers(store_url: str) -> Non
         assert [t.seq for t in timeline] == list(range(1, len(timeline) + 1))
         for earlier, later in itertools.pairwise(timeline):
             assert later.from_state == earlier.to_state != later.to_state
+            # A writer that read the clock before waiting for the row lock stamps no earlier.
+            assert later.at >= earlier.at
         assert timeline[-1].to_state == store.get_pipeline(pipeline.id).state
 
 
@@ -286,3 +289,32 @@ def test_upgrading_an_older_store_reconstructs_one_transition_each(fresh_db: obj
         # Writing on from there continues the reconstructed timeline.
         store.update_pipeline(active.id, state=MERGED)
         assert [t.from_state for t in store.get_timeline(active.id)] == [None, REVIEW]
+
+
+def test_a_save_racing_an_archive_returns_the_record_or_not_found(store_url: str) -> None:
+    """Under READ COMMITTED the archive may commit the record between the save's look and its
+    insert: the save then returns the kept record (or finds the pipeline gone), never fails."""
+    with StateStore(store_url, pool_size=4) as store:
+        project = store.create_project("Race", "acme/race")
+        outcomes: list[str] = []
+        for n in range(20):
+            pipeline = store.update_pipeline(store.create_pipeline(project.id, n, "t", "b").id, state=MERGED)
+            start = threading.Barrier(2)
+
+            def save(pipeline: Pipeline = pipeline, start: threading.Barrier = start) -> None:
+                start.wait()
+                try:
+                    outcomes.append("saved" if store.save_to_history(pipeline).id == pipeline.id else "?")
+                except PipelineNotFoundError:
+                    outcomes.append("gone")
+
+            def archive(pipeline: Pipeline = pipeline, start: threading.Barrier = start) -> None:
+                start.wait()
+                store.archive_pipeline(pipeline.id)
+
+            with ThreadPoolExecutor(max_workers=2) as pool:
+                for future in [pool.submit(save), pool.submit(archive)]:
+                    future.result()
+        assert len(outcomes) == 20
+        assert set(outcomes) <= {"saved", "gone"}
+        assert store.count_history() == 20

@@ -517,7 +517,8 @@ class StateStore:
         def delete(conn: Connection) -> bool:
             if not pipelines.delete_one(conn, pipeline_id):
                 return False
-            transitions.delete_of(conn, [pipeline_id])
+            if history.by_id(conn, pipeline_id) is None:  # a saved run keeps its timeline
+                transitions.delete_of(conn, [pipeline_id])
             return True
 
         if not self._db.write(delete):
@@ -551,7 +552,14 @@ class StateStore:
                     f"pipeline {pipeline.id} is stored at version {stored.version} and differs from "
                     "the record given; nothing written"
                 )
-            return _archived(conn, history.insert(conn, [rows.history_from_pipeline(stored, stamp)]))[0]
+            inserted = _archived(conn, history.insert(conn, [rows.history_from_pipeline(stored, stamp)]))
+            # PostgreSQL: an archive of the pipeline committed the record just now; it is kept.
+            found = inserted[0] if inserted else history.by_id(conn, pipeline.id)
+            if found is None:  # archived and pruned by others within this call
+                raise StaleVersionError(
+                    f"pipeline {pipeline.id} left history during the save; nothing written"
+                )
+            return found
 
         return self._db.write(save)
 

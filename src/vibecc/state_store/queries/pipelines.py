@@ -7,7 +7,7 @@ from datetime import datetime
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Connection, Executable, bindparam, delete, func, select, update
+from sqlalchemy import Connection, Executable, bindparam, case, delete, func, select, update
 
 from ..models import pipelines
 from ..records import Pipeline, PipelineState
@@ -43,12 +43,20 @@ def _filtered(count: bool, by_project: bool, by_state: bool) -> Executable:
     return statement.order_by(pipelines.c.created_at.desc(), pipelines.c.id.desc())
 
 
+def _not_before(now: Any) -> Any:
+    """`now`, or the stored updated_at when that is later: a writer that read the clock before
+    it waited for the row lock (PostgreSQL) must not stamp the pipeline, and its transition,
+    earlier than the write before it. Both engines compare the stored form (SQLite's text sorts
+    like the time)."""
+    return case((pipelines.c.updated_at > now, pipelines.c.updated_at), else_=now)
+
+
 @cache
 def _update(names: frozenset[str], versioned: bool) -> Executable:
     """UPDATE pipelines setting `names` and updated_at from parameters of the same names,
     version + 1; with `versioned`, only while the version equals parameter "_version"."""
     values: dict[str, Any] = {name: bindparam(name) for name in sorted(names)}
-    values["updated_at"] = bindparam("updated_at")
+    values["updated_at"] = _not_before(bindparam("updated_at", type_=pipelines.c.updated_at.type))
     values["version"] = pipelines.c.version + 1
     statement = update(pipelines).where(pipelines.c.id == bindparam("_id"))
     if versioned:
@@ -68,7 +76,11 @@ def _claim(by_project: bool) -> Executable:
     return (
         update(pipelines)
         .where(pipelines.c.id == oldest.scalar_subquery())
-        .values(state=bindparam("_to"), version=pipelines.c.version + 1, updated_at=bindparam("_now"))
+        .values(
+            state=bindparam("_to"),
+            version=pipelines.c.version + 1,
+            updated_at=_not_before(bindparam("_now", type_=pipelines.c.updated_at.type)),
+        )
         .returning(*COLUMNS)
     )
 

@@ -113,12 +113,16 @@ _RUNS_TRANSITIONS = (
 
 
 def _visits(found: Sequence[Any], completed: dict[str, datetime]) -> list[Visit]:
+    """The visits of runs up to their completion. A pipeline saved to history may go on
+    changing state: what comes after its record's completed_at is not part of that run, so
+    the visits are the same whenever they are counted (at the save, at a prune, in a scan)."""
     visits: list[Visit] = []
     for i, (pipeline_id, project_id, state, at, reconstructed) in enumerate(found):
+        done = completed[pipeline_id]
+        if at > done:
+            continue
         following = found[i + 1] if i + 1 < len(found) else None
-        end = (
-            following[3] if following is not None and following[0] == pipeline_id else completed[pipeline_id]
-        )
+        end = min(following[3], done) if following is not None and following[0] == pipeline_id else done
         if not reconstructed:
             visits.append((project_id, rows.state(state), max(0, round((end - at).total_seconds() * 1000))))
     return visits
@@ -129,7 +133,7 @@ def kept(conn: Connection, project_id: str | None) -> dict[PipelineState, StageS
     statement = _KEPT if project_id is None else _KEPT_OF_PROJECT
     cells: dict[PipelineState, list[tuple[int, int, int]]] = defaultdict(list)
     for state, index, visits, total_ms in conn.execute(statement, {"project_id": project_id}):
-        if visits:
+        if visits > 0:
             cells[rows.state(state)].append((int(index), int(visits), int(total_ms)))
     return {state: _from_histogram(state, sorted(cells[state])) for state in PipelineState}
 
