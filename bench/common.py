@@ -149,16 +149,24 @@ class RunAgain(Exception):
 
 
 def pg_drop_leftovers(prefix: str) -> None:
-    """Drop databases named vibecc_bench_<prefix>* left by runs that broke."""
+    """Drop databases named vibecc_bench_<prefix>* left by runs that broke: only those nobody
+    is connected to, and without FORCE, so a run going on beside this one keeps its database."""
     with pg_admin() as conn:
         names = [
             r[0]
             for r in conn.execute(
-                "SELECT datname FROM pg_database WHERE datname LIKE %s", (f"vibecc\\_bench\\_{prefix}%",)
+                "SELECT datname FROM pg_database d WHERE datname LIKE %s AND NOT EXISTS "
+                "(SELECT 1 FROM pg_stat_activity a WHERE a.datname = d.datname)",
+                (f"vibecc\\_bench\\_{prefix}%",),
             )
         ]
     for name in names:
-        pg_drop(name)
+        _check_name(name)
+        try:
+            with pg_admin() as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        except psycopg.errors.ObjectInUse:
+            pass  # someone connected meanwhile: it is in use after all
 
 
 def retrying(action: Callable[..., T], *args: Any, attempts: int = 3) -> T:
