@@ -233,6 +233,11 @@ def identifier(field: str, value: Any) -> str:
     return text(field, value, max_chars=MAX_ID)
 
 
+def optional_identifier(field: str, value: Any) -> str | None:
+    """None (no filter) or an id, as identifier() checks it."""
+    return None if value is None else identifier(field, value)
+
+
 def seconds(field: str, value: Any) -> float:
     """A number of seconds in (0, 86400] (a timeout)."""
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 86400:

@@ -361,14 +361,14 @@ class StateStore:
         self, project_id: str | None = None, state: PipelineState | str | None = None
     ) -> list[Pipeline]:
         """Active pipelines, newest first (ties by id), optionally of one project and/or state."""
-        owner = None if project_id is None else check.identifier("project_id", project_id)
+        owner = check.optional_identifier("project_id", project_id)
         wanted = None if state is None else check.state("state", state)
         return self._db.read(lambda conn: pipelines.listed(conn, owner, wanted))
 
     def count_by_state(self, project_id: str | None = None) -> dict[PipelineState, int]:
         """How many active pipelines are in each state (every state, 0 where none), in one
         query: the board's counts without loading a pipeline."""
-        owner = None if project_id is None else check.identifier("project_id", project_id)
+        owner = check.optional_identifier("project_id", project_id)
         return self._db.read(lambda conn: pipelines.count_by_state(conn, owner))
 
     def get_timeline(self, pipeline_id: str) -> list[Transition]:
@@ -395,7 +395,7 @@ class StateStore:
 
     def count_pipelines(self, project_id: str | None = None, state: PipelineState | str | None = None) -> int:
         """How many active pipelines there are, optionally of one project and/or state."""
-        owner = None if project_id is None else check.identifier("project_id", project_id)
+        owner = check.optional_identifier("project_id", project_id)
         wanted = None if state is None else check.state("state", state)
         return self._db.read(lambda conn: pipelines.count(conn, owner, wanted))
 
@@ -489,7 +489,7 @@ class StateStore:
         """
         source = check.state("state", state)
         target = check.state("new_state", new_state)
-        owner = None if project_id is None else check.identifier("project_id", project_id)
+        owner = check.optional_identifier("project_id", project_id)
         if max_active is not None:
             check.integer("max_active", max_active, minimum=1, maximum=check.MAX_INT32)
             if owner is None:
@@ -836,7 +836,7 @@ def _filter(
 ) -> history.Filter:
     """The checked history filters of a call."""
     return history.Filter(
-        project_id=None if project_id is None else check.identifier("project_id", project_id),
+        project_id=check.optional_identifier("project_id", project_id),
         final_state=None if final_state is None else check.state("final_state", final_state),
         since=None if since is None else check.timestamp("since", since),
         until=None if until is None else check.timestamp("until", until),
