@@ -287,7 +287,8 @@ class PipelineRules(MachineBase):
             return
         assert ok(result) is None
         del self.model.pipelines[pipeline_id]
-        self.model.forget(pipeline_id)
+        if pipeline_id not in self.model.history:  # a saved run keeps its timeline and visits
+            self.model.forget(pipeline_id)
 
     @rule(index=PICK)
     def get_pipeline(self, index: int) -> None:
