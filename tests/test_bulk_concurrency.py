@@ -101,14 +101,19 @@ def test_two_prunes_at_once_leave_no_row_before_the_cut_off(store: StateStore) -
     project = store.create_project("Prune", "acme/prune")
     store.import_history(_records(project.id, ROWS), batch_size=1000)
     cut_off = helpers.T0 + timedelta(seconds=ROWS - 100)
-    overlap = Overlap()
+    calls: list[Call] = []
 
     first, second = _both(
-        lambda: store.prune_history(before=cut_off, batch_size=BATCH, progress=overlap.tick("a")),
-        lambda: store.prune_history(before=cut_off, batch_size=BATCH, progress=overlap.tick("b")),
+        lambda: store.prune_history(before=cut_off, batch_size=BATCH),
+        lambda: store.prune_history(before=cut_off, batch_size=BATCH),
+        calls,
     )
 
-    assert overlap.happened(), "the two prunes did not run at the same time"
+    # The calls overlapped. Their batches need not both delete rows: on PostgreSQL one prune
+    # often keeps choosing the rows the other is deleting and finds them gone, which is the
+    # very race (a short batch that is not the end) this test is about.
+    assert calls[0].started < calls[1].ended, "the two prunes did not run at the same time"
+    assert calls[1].started < calls[0].ended, "the two prunes did not run at the same time"
     assert isinstance(first, int), first
     assert isinstance(second, int), second
     assert first + second == ROWS - 100
