@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import OUT, print_machine, remove_sqlite
 from vibecc.state_store import StateStore
-from vibecc.state_store.queries.stages import bucket
+from vibecc.state_store.queries.buckets import bucket
 
 STATES = ("queued", "coding", "testing", "coding", "testing")
 T0 = datetime(2025, 1, 1, tzinfo=UTC)

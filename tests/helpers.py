@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import sqlite3
 import time
@@ -25,6 +26,7 @@ from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.pool import NullPool
 
 from vibecc.state_store import (
+    DurationPercentiles,
     HistoryStats,
     ImportResult,
     Pipeline,
@@ -34,6 +36,7 @@ from vibecc.state_store import (
     StateStore,
 )
 from vibecc.state_store.models import Base
+from vibecc.state_store.queries import buckets
 
 T0 = datetime(2025, 1, 2, 3, 4, 5, 123456, tzinfo=UTC)
 """A fixed instant to build history around (microseconds on purpose)."""
@@ -93,6 +96,21 @@ def snapshot(store_url: str | Path) -> Snapshot:
     finally:
         engine.dispose()
     return Snapshot(counts, digest.hexdigest())
+
+
+def kept_percentiles_of(records: Iterable[PipelineHistory]) -> DurationPercentiles:
+    """The duration percentiles the kept histogram must give for these rows: the exact
+    nearest-rank duration, read as the value of its bucket (the bucket order is the value
+    order, so the ranks fall in the same bucket)."""
+    durations = sorted(r.duration_seconds for r in records)
+    if not durations:
+        return DurationPercentiles(None, None)
+
+    def at(percent: int) -> float:
+        exact = durations[max(1, math.ceil(percent / 100 * len(durations))) - 1]
+        return buckets.whole_seconds(buckets.bucket(exact * 1000))
+
+    return DurationPercentiles(at(50), at(95))
 
 
 def stats_of(records: Iterable[PipelineHistory]) -> HistoryStats:

@@ -297,6 +297,7 @@ VALID: dict[str, Callable[[World], dict[str, Any]]] = {
         "project_id": w.project.id,
         "since": T0 - timedelta(days=1),
         "until": T0 + timedelta(days=1),
+        "exact": False,
     },
     "StateStore.count_history": _history_filters,
     "StateStore.iter_history": lambda w: {**_history_filters(w), "batch_size": 1},

@@ -203,6 +203,8 @@ class HistoryRules(MachineBase):
         if window is None:
             got = self.store.get_history_stats(project_id)
             assert got == helpers.stats_of(self.model.history_rows(project_id))
+            kept = self.store.get_duration_percentiles(project_id)
+            assert kept == helpers.kept_percentiles_of(self.model.history_rows(project_id))
             return
         since, until = self._moment(window[0]), self._moment(window[1])
         got = self.store.get_history_stats(project_id, since=since, until=until)

@@ -120,6 +120,7 @@ def test_two_prunes_at_once_leave_no_row_before_the_cut_off(store: StateStore) -
     assert store.count_history(until=cut_off) == 0
     assert store.count_history() == 100
     assert store.get_history_stats() == helpers.stats_of(store.iter_history())
+    assert store.get_duration_percentiles() == helpers.kept_percentiles_of(store.iter_history())
 
 
 def test_two_imports_of_overlapping_ids_in_opposite_orders_both_finish(store: StateStore) -> None:
@@ -140,6 +141,7 @@ def test_two_imports_of_overlapping_ids_in_opposite_orders_both_finish(store: St
     assert first.skipped + second.skipped == ROWS
     assert store.count_history() == ROWS
     assert store.get_history_stats() == helpers.stats_of(records)
+    assert store.get_duration_percentiles() == helpers.kept_percentiles_of(records)
 
 
 def test_two_copies_into_one_empty_store_copy_once(store: StateStore, fresh_db: Any) -> None:
@@ -199,3 +201,4 @@ def test_a_write_into_the_target_waits_for_the_copy(store: StateStore, fresh_db:
     with StateStore(target) as there:
         assert there.count_history() == ROWS + 50
         assert there.get_history_stats() == helpers.stats_of(there.iter_history())
+        assert there.get_duration_percentiles() == helpers.kept_percentiles_of(there.iter_history())

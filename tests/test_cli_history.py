@@ -17,6 +17,7 @@ from vibecc.state_store.cli import args as cli_args
 from vibecc.state_store.cli import cli
 from vibecc.state_store.cli import common as cli_common
 from vibecc.state_store.cli.args import DATE
+from vibecc.state_store.queries.buckets import RELATIVE_ERROR
 
 if TYPE_CHECKING:
     from tests.helpers import snapshot
@@ -73,8 +74,10 @@ def test_history_stats_numbers(store_url: str, filled: dict[str, str]) -> None:
         "total_failed": 1,
         "success_rate": 0.75,
         "avg_duration_seconds": 240.0,
-        "p50_duration_seconds": 120.0,  # nearest rank: the 2nd of 60, 120, 180, 600
-        "p95_duration_seconds": 600.0,
+        # From the kept histogram: within 4.9% of the nearest rank (the 2nd of 60, 120, 180,
+        # 600 for p50); exact with --exact, below.
+        "p50_duration_seconds": web["p50_duration_seconds"],
+        "p95_duration_seconds": web["p95_duration_seconds"],
         "avg_retries_ci": 0.75,
         "avg_retries_review": 0.5,
         # Imported history brings no timeline: no stage visits are known.
@@ -90,10 +93,19 @@ def test_history_stats_numbers(store_url: str, filled: dict[str, str]) -> None:
             for state in PipelineState
         },
     }
+    assert abs(web["p50_duration_seconds"] - 120) <= RELATIVE_ERROR * 120
+    assert abs(web["p95_duration_seconds"] - 600) <= RELATIVE_ERROR * 600
+    exact = as_json(store_url, "history", "stats", "--project", "acme/web", "--exact")
+    assert (exact["p50_duration_seconds"], exact["p95_duration_seconds"]) == (120.0, 600.0)
+    assert {**exact, "p50_duration_seconds": 0, "p95_duration_seconds": 0} == {
+        **web,
+        "p50_duration_seconds": 0,
+        "p95_duration_seconds": 0,
+    }
     late = as_json(store_url, "history", "stats", "--since", "2025-03-06")
     assert (late["total_completed"], late["total_failed"], late["p50_duration_seconds"]) == (3, 1, 600.0)
     assert late["since"] == "2025-03-06T00:00:00+00:00"
-    table = ok(store_url, "history", "stats", "--project", "acme/web").stdout
+    table = ok(store_url, "history", "stats", "--project", "acme/web", "--exact").stdout
     for text in ("History of acme/web", "75.0%", "4m 00s", "2m 00s", "10m 00s", "0.75"):
         assert text in table
 
@@ -348,8 +360,9 @@ def test_prune_asks_showing_the_count_and_the_cutoff(
     assert nothing.stderr == ""
 
 
-def test_history_stats_help_makes_no_claim_of_a_constant_cost() -> None:
-    shown = CliRunner().invoke(cli, ["history", "stats", "--help"]).stdout
-    assert "same cost" not in shown
-    assert "any history size" not in shown
-    assert "p50 and p95 read the durations" in " ".join(shown.split())
+def test_history_stats_help_says_what_is_kept_and_what_is_scanned() -> None:
+    shown = " ".join(CliRunner().invoke(cli, ["history", "stats", "--help"]).stdout.split())
+    assert "Without a window every figure comes from totals and histograms kept" in shown
+    assert "within 4.9% of the exact ones" in shown
+    assert "With --since/--until the window is scanned" in shown
+    assert "--exact" in shown

@@ -8,11 +8,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import Table, func, select
 from sqlalchemy.exc import OperationalError
 
 from vibecc.state_store import (
     DeletedProject,
+    DurationPercentiles,
     HistoryStats,
     Pipeline,
     PipelineHistory,
@@ -26,7 +27,7 @@ from vibecc.state_store import (
     ValidationError,
     copy_store,
 )
-from vibecc.state_store.models import stage_histogram
+from vibecc.state_store.models import duration_histogram, stage_histogram
 from vibecc.state_store.queries import stats as stats_module
 
 if TYPE_CHECKING:
@@ -48,6 +49,7 @@ class Contents:
     history: list[PipelineHistory]
     stats: HistoryStats
     stats_by_project: dict[str, HistoryStats]
+    percentiles: dict[str | None, DurationPercentiles]
     timelines: dict[str, list[Transition]]
     stages: dict[PipelineState, StageStats]
 
@@ -62,6 +64,7 @@ def contents(store: StateStore) -> Contents:
         history=history,
         stats=store.get_history_stats(),
         stats_by_project={pid: store.get_history_stats(pid) for pid in sorted(project_ids)},
+        percentiles={pid: store.get_duration_percentiles(pid) for pid in [None, *sorted(project_ids)]},
         stages=store.get_stage_stats(),
         timelines={
             key: store.get_timeline(key)
@@ -125,14 +128,15 @@ def populate(store: StateStore) -> dict[str, int]:
         "deleted_projects": 1,
         "history_stats": 3,
         "pipeline_transitions": sum(len(timeline) for timeline in contents(store).timelines.values()),
-        "stage_histogram": _stage_cells(store),
+        "stage_histogram": _cells(store, stage_histogram),
+        "duration_histogram": _cells(store, duration_histogram),
     }
 
 
-def _stage_cells(store: StateStore) -> int:
-    """Rows of the kept stage histogram (one per project, state and bucket in use)."""
+def _cells(store: StateStore, histogram: Table) -> int:
+    """Rows of a kept histogram (one per bucket in use, per project and state)."""
     with store.database.engine.connect() as conn:
-        return int(conn.execute(select(func.count()).select_from(stage_histogram)).scalar_one())
+        return int(conn.execute(select(func.count()).select_from(histogram)).scalar_one())
 
 
 def test_sqlite_to_postgresql_to_sqlite_keeps_every_record(pg_server: PostgresServer, tmp_path: Path) -> None:
@@ -154,7 +158,8 @@ def test_sqlite_to_postgresql_to_sqlite_keeps_every_record(pg_server: PostgresSe
             name: (count, count) for name, count in counts.items()
         }
         assert all(t.source_checksum == t.target_checksum for t in report.tables)
-        assert report.rows == sum(n for table, n in counts.items() if table != "history_stats")
+        rebuilt = {"history_stats", "duration_histogram"}
+        assert report.rows == sum(n for table, n in counts.items() if table not in rebuilt)
     # The checksums describe the records, not the engine: both legs agree table by table.
     assert [t.source_checksum for t in there.tables] == [t.source_checksum for t in back.tables]
     assert "postgresql" in there.target

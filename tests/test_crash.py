@@ -125,6 +125,9 @@ def _check_after_kill(path: Path, acked: Acknowledged, round_no: int) -> None:
         assert store.get_history_stats() == helpers.stats_of(store.iter_history()), (
             f"round {round_no}: kept stats drifted"
         )
+        assert store.get_duration_percentiles() == helpers.kept_percentiles_of(store.iter_history()), (
+            f"round {round_no}: kept duration histogram drifted"
+        )
         _check_timelines(store, active, history, round_no)
         project = store.list_projects()[0]
         assert (

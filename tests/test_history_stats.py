@@ -15,6 +15,7 @@ from vibecc.state_store import (
     Project,
     StateStore,
 )
+from vibecc.state_store.queries.buckets import RELATIVE_ERROR
 
 if TYPE_CHECKING:
     from tests import helpers
@@ -65,6 +66,9 @@ def test_kept_stats_match_recomputation_through_every_write(store: StateStore, p
         assert store.get_history_stats() == helpers.stats_of(rows)
         for p in (project, other):
             assert store.get_history_stats(p.id) == helpers.stats_of(r for r in rows if r.project_id == p.id)
+            mine = [r for r in rows if r.project_id == p.id]
+            assert store.get_duration_percentiles(p.id) == helpers.kept_percentiles_of(mine)
+        assert store.get_duration_percentiles() == helpers.kept_percentiles_of(rows)
 
     check()
     for ticket in range(4):
@@ -123,11 +127,32 @@ def test_percentiles_nearest_rank(store: StateStore, project: Project, count: in
         [helpers.history_record(project_id=project.id, duration_seconds=d) for d in durations]
     )
 
-    percentiles = store.get_duration_percentiles()
+    kept = store.get_duration_percentiles()
+    exact = store.get_duration_percentiles(exact=True)
 
-    assert percentiles.p50 == nearest_rank(durations, 50)
-    assert percentiles.p95 == nearest_rank(durations, 95)
-    assert isinstance(percentiles.p50, float)
+    assert exact.p50 == nearest_rank(durations, 50)
+    assert exact.p95 == nearest_rank(durations, 95)
+    assert isinstance(exact.p50, float)
+    assert kept.p50 is not None
+    assert kept.p95 is not None
+    assert within_kept_error(kept.p50, nearest_rank(durations, 50))
+    assert within_kept_error(kept.p95, nearest_rank(durations, 95))
+
+
+def within_kept_error(estimate: float, exact: float) -> bool:
+    return abs(estimate - exact) <= RELATIVE_ERROR * exact
+
+
+def test_kept_percentiles_of_short_runs_are_exact(store: StateStore, project: Project) -> None:
+    """Under 10 s a bucket holds one whole second, and the kept percentile is that second."""
+    durations = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11] * 3
+    store.import_history(
+        [helpers.history_record(project_id=project.id, duration_seconds=d) for d in durations]
+    )
+
+    kept = store.get_duration_percentiles()
+
+    assert (kept.p50, kept.p95) == (nearest_rank(durations, 50), nearest_rank(durations, 95))
 
 
 def test_percentiles_filtered(store: StateStore, project: Project) -> None:
@@ -141,6 +166,12 @@ def test_percentiles_filtered(store: StateStore, project: Project) -> None:
     theirs = store.get_duration_percentiles(other.id)
     window = store.get_duration_percentiles(until=helpers.T0)
 
+    exact = store.get_duration_percentiles(other.id, exact=True)
+
     assert (mine.p50, mine.p95) == (2.0, 3.0)
-    assert (theirs.p50, theirs.p95) == (100.0, 200.0)
+    assert theirs.p50 is not None
+    assert theirs.p95 is not None
+    assert within_kept_error(theirs.p50, 100.0)
+    assert within_kept_error(theirs.p95, 200.0)
+    assert (exact.p50, exact.p95) == (100.0, 200.0)
     assert (window.p50, window.p95) == (None, None)

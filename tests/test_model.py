@@ -50,6 +50,9 @@ class StoreMachine(ProjectRules, PipelineRules, HistoryRules, TimelineRules):
         )
         assert self.store.get_history(limit=10_000) == helpers.newest_first(self.model.history.values())
         assert self.store.get_history_stats() == helpers.stats_of(self.model.history.values())
+        assert self.store.get_duration_percentiles() == helpers.kept_percentiles_of(
+            self.model.history.values()
+        )
         deleted = {p.id: (p.name, p.repo) for p in self.store.list_deleted_projects()}
         assert deleted == self.model.deleted
         for project_id in {r.project_id for r in self.model.history.values()}:

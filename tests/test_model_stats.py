@@ -97,10 +97,12 @@ def test_kept_stats_equal_recomputation(store_url: str, engine_name: str, tmp_pa
             rows = list(store.iter_history(batch_size=7))
             assert rows == helpers.newest_first(store.get_history(limit=10_000))[::-1]
             assert store.get_history_stats() == helpers.stats_of(rows)
+            assert store.get_duration_percentiles() == helpers.kept_percentiles_of(rows)
             assert store.get_history_stats(since=FAR_PAST) == helpers.stats_of(rows)
             for project_id in {r.project_id for r in rows} | set(projects) | {GHOST_PROJECT}:
                 own = [r for r in rows if r.project_id == project_id]
                 assert store.get_history_stats(project_id) == helpers.stats_of(own)
+                assert store.get_duration_percentiles(project_id) == helpers.kept_percentiles_of(own)
                 assert store.get_history_stats(project_id) == helpers.stats_of(store.iter_history(project_id))
 
     try:

@@ -11,7 +11,7 @@ import pytest
 
 import vibecc.state_store.store as store_module
 from vibecc.state_store import PipelineState, Project, StageStats, StateStore, ValidationError
-from vibecc.state_store.queries.stages import RELATIVE_ERROR
+from vibecc.state_store.queries.buckets import RELATIVE_ERROR
 
 QUEUED, CODING, TESTING, REVIEW, MERGED, FAILED = PipelineState
 T0 = datetime.fromisoformat("2026-03-02T09:00:00+00:00")

@@ -93,6 +93,13 @@ def integer(field: str, value: Any, *, minimum: int, maximum: int = MAX_INT) -> 
     return int(value)
 
 
+def flag(field: str, value: Any) -> bool:
+    """A bool: True or False, never a value that merely tests true or false."""
+    if not isinstance(value, bool):
+        raise ValidationError(f"{field} must be True or False, got {type(value).__name__} {_describe(value)}")
+    return value
+
+
 def retry_count(field: str, value: Any) -> int:
     """A retry counter: 0 to MAX_RETRY_COUNT."""
     return integer(field, value, minimum=0, maximum=MAX_RETRY_COUNT)

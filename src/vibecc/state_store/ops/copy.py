@@ -23,6 +23,7 @@ from ..db.urls import same_database
 from ..errors import CopyVerificationError, StorageError, TargetNotEmptyError, ValidationError
 from ..models import (
     deleted_projects,
+    duration_histogram,
     history,
     history_stats,
     pipelines,
@@ -34,8 +35,10 @@ from ..queries import rows, stats
 from ..store import MAX_BATCH, StateStore
 
 COPIED = (projects, pipelines, history, deleted_projects, transitions, stage_histogram)
-"""Tables copied row by row, parents first; history_stats is rebuilt and then compared."""
-VERIFIED = (*COPIED, history_stats)
+"""Tables copied row by row, parents first."""
+REBUILT = (history_stats, duration_histogram)
+"""Kept with every history write on the target as on the source, then compared."""
+VERIFIED = (*COPIED, *REBUILT)
 _RECORD_OF: dict[str, Callable[[Any], Any]] = {
     projects.name: rows.project,
     pipelines.name: rows.pipeline,
@@ -73,7 +76,7 @@ class CopyReport:
 
     @property
     def rows(self) -> int:
-        return sum(t.target_rows for t in self.tables if t.table != history_stats.name)
+        return sum(t.target_rows for t in self.tables if t.table not in {r.name for r in REBUILT})
 
 
 def copy_store(
@@ -169,7 +172,8 @@ def _copy_tables(
             if progress is not None:
                 progress(table.name, len(batch))
         sums[table.name] = digest.result()
-    sums[history_stats.name] = _checksum(source, history_stats)
+    for table in REBUILT:
+        sums[table.name] = _checksum(source, table)
     return sums
 
 

@@ -1,11 +1,7 @@
-"""Time spent in each state: a histogram per project and state, kept in the transaction of
-each archive and prune, and the scan of a window of history when one is asked for.
-
-Buckets are log-spaced: a visit of d milliseconds (d >= 1) falls in bucket
-floor(log(d) / log(RATIO)) + 1, visits under 1 ms in bucket 0. A percentile read from the
-histogram is the geometric middle of its bucket, so it is within sqrt(RATIO) - 1 (4.9%) of the
-exact nearest-rank value (or under 1 ms off); totals and means are exact (sums in ms).
-"""
+"""Time spent in each state: a histogram per project and state (buckets.py), kept in the
+transaction of each archive and prune, and the scan of a window of history when one is asked
+for. Percentiles read from the histogram are within buckets.RELATIVE_ERROR (4.9%) of the exact
+ones; totals and means are exact (sums in ms)."""
 
 from __future__ import annotations
 
@@ -21,15 +17,11 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from ..models import history, stage_histogram, transitions
 from ..records import PipelineHistory, PipelineState, StageStats
-from . import rows
+from . import buckets, rows
 
-RATIO = 1.1
-"""Each bucket is this much wider than the one before it."""
-RELATIVE_ERROR = math.sqrt(RATIO) - 1
 Visit = tuple[str, PipelineState, int]
 """(project id, state, milliseconds spent in it)."""
 
-_LOG_RATIO = math.log(RATIO)
 _H = stage_histogram.c
 _DROP_EMPTY = delete(stage_histogram).where(
     _H.project_id == bindparam("project_id"),
@@ -39,15 +31,6 @@ _DROP_EMPTY = delete(stage_histogram).where(
 )
 _KEPT = select(_H.state, _H.bucket, func.sum(_H.visits), func.sum(_H.sum_ms)).group_by(_H.state, _H.bucket)
 _KEPT_OF_PROJECT = _KEPT.where(_H.project_id == bindparam("project_id"))
-
-
-def bucket(ms: int) -> int:
-    return 0 if ms < 1 else int(math.log(ms) / _LOG_RATIO) + 1
-
-
-def representative_seconds(index: int) -> float:
-    """The value a percentile in bucket `index` is read as: the bucket's geometric middle."""
-    return 0.0 if index == 0 else RATIO ** (index - 0.5) / 1000
 
 
 @cache
@@ -67,7 +50,7 @@ def bump(conn: Connection, visits: Iterable[Visit], *, sign: int) -> None:
     """Add (sign=1) or take away (sign=-1) visits from the kept histogram."""
     cells: dict[tuple[str, str, int], list[int]] = defaultdict(lambda: [0, 0])
     for project_id, state, ms in visits:
-        cell = cells[project_id, state.value, bucket(ms)]
+        cell = cells[project_id, state.value, buckets.bucket(ms)]
         cell[0] += sign
         cell[1] += sign * ms
     if not cells:
@@ -144,16 +127,9 @@ def _from_histogram(state: PipelineState, cells: list[tuple[int, int, int]]) -> 
     if not visits:
         return StageStats(state, 0, 0.0, None, None, None)
 
-    def at(percent: int) -> float:
-        rank = max(1, math.ceil(percent / 100 * visits))
-        seen = 0
-        for index, n, _ in cells:
-            seen += n
-            if seen >= rank:
-                return representative_seconds(index)
-        raise AssertionError("rank beyond the histogram")  # pragma: no cover
-
-    return StageStats(state, visits, total, total / visits, at(50), at(95))
+    counts = [(index, n) for index, n, _ in cells]
+    p50, p95 = (buckets.percentile(counts, visits, percent) for percent in (50, 95))
+    return StageStats(state, visits, total, total / visits, p50, p95)
 
 
 _WINDOW_TRANSITIONS = (

@@ -1,5 +1,6 @@
-"""The per-project history totals, kept in the transaction of every history write, so stats
-without a window cost the same at any history size."""
+"""The per-project history totals and duration histogram, kept in the transaction of every
+history write, so stats and duration percentiles without a window cost the same at any
+history size."""
 
 from __future__ import annotations
 
@@ -10,9 +11,9 @@ from functools import cache
 from sqlalchemy import Connection, Executable, bindparam, delete, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 
-from ..models import history_stats
-from ..records import HistoryStats, PipelineHistory, PipelineState
-from . import rows
+from ..models import duration_histogram, history_stats
+from ..records import DurationPercentiles, HistoryStats, PipelineHistory, PipelineState
+from . import buckets, rows
 
 SUMS = (
     "total_completed",
@@ -26,6 +27,14 @@ SUMS = (
 
 _DROP_EMPTY = delete(history_stats).where(
     history_stats.c.project_id == bindparam("project_id"), history_stats.c.total_completed == 0
+)
+_D = duration_histogram.c
+_DROP_EMPTY_DURATIONS = delete(duration_histogram).where(
+    _D.project_id == bindparam("project_id"), _D.bucket == bindparam("bucket"), _D.runs == 0
+)
+_DURATIONS = select(_D.bucket, func.sum(_D.runs)).group_by(_D.bucket).order_by(_D.bucket)
+_DURATIONS_OF_PROJECT = (
+    select(_D.bucket, _D.runs).where(_D.project_id == bindparam("project_id")).order_by(_D.bucket)
 )
 
 
@@ -56,10 +65,37 @@ def kept(conn: Connection, project_id: str | None) -> HistoryStats:
     return rows.stats_from_sums(sums)
 
 
+@cache
+def _bump_durations(dialect: str) -> Executable:
+    insert = sqlite.insert if dialect == "sqlite" else postgresql.insert
+    statement = insert(duration_histogram)
+    return statement.on_conflict_do_update(
+        index_elements=[_D.project_id, _D.bucket], set_={"runs": _D.runs + statement.excluded.runs}
+    )
+
+
+def percentiles(conn: Connection, project_id: str | None) -> DurationPercentiles:
+    """p50 and p95 of all durations (or one project's) from the kept histogram: a read of at
+    most one row per bucket, within buckets.RELATIVE_ERROR of the exact nearest-rank values."""
+    if project_id is None:
+        found = conn.execute(_DURATIONS).all()
+    else:
+        found = conn.execute(_DURATIONS_OF_PROJECT, {"project_id": project_id}).all()
+    counts = [(rows.stored_int("bucket", index), int(runs)) for index, runs in found if runs > 0]
+    total = sum(n for _, n in counts)
+    if not total:
+        return DurationPercentiles(None, None)
+    p50, p95 = (buckets.percentile(counts, total, p, buckets.whole_seconds) for p in (50, 95))
+    return DurationPercentiles(p50, p95)
+
+
 def bump(conn: Connection, records: Iterable[PipelineHistory], *, sign: int) -> None:
-    """Add (sign=1) or take away (sign=-1) the records from the per-project totals."""
+    """Add (sign=1) or take away (sign=-1) the records from the per-project totals and
+    duration histogram."""
     totals: dict[str, list[int]] = defaultdict(lambda: [0] * len(SUMS))
+    runs: dict[tuple[str, int], int] = defaultdict(int)
     for r in records:
+        runs[r.project_id, buckets.bucket(r.duration_seconds * 1000)] += sign
         t = totals[r.project_id]
         t[0] += 1
         t[1] += r.final_state == PipelineState.MERGED
@@ -78,6 +114,11 @@ def bump(conn: Connection, records: Iterable[PipelineHistory], *, sign: int) -> 
         for project_id in sorted(totals)
     ]
     conn.execute(_bump(conn.dialect.name), params)
+    cells = [{"project_id": p, "bucket": b, "runs": n} for (p, b), n in sorted(runs.items())]
+    conn.execute(_bump_durations(conn.dialect.name), cells)
     if sign < 0:
-        # A project whose history is all gone has no totals, as if it never had any.
+        # A project whose history is all gone has no totals, as if it never had any; and only
+        # the cells this call emptied go (a scan of every cell would lock other writers' rows).
         conn.execute(_DROP_EMPTY, [{"project_id": p["project_id"]} for p in params])
+        emptied = [{"project_id": c["project_id"], "bucket": c["bucket"]} for c in cells]
+        conn.execute(_DROP_EMPTY_DURATIONS, emptied)
