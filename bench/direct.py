@@ -14,6 +14,7 @@ from typing import Any
 
 import psycopg
 
+from bench import direct_timelines as timelines
 from bench.common import pg_dsn
 from vibecc.state_store import (
     HistoryCursor,
@@ -87,6 +88,10 @@ class Direct:
 
     def __init__(self, conn: Any) -> None:
         self.conn = conn
+        cur = conn.cursor()
+        self.timelines, self.durations = timelines.tables(cur, sqlite=isinstance(conn, sqlite3.Connection))
+        cur.close()
+        conn.commit()
 
     # -- dialect hooks
 
@@ -163,6 +168,8 @@ class Direct:
         sql = f"INSERT INTO pipelines ({PIPELINE_COLS}) VALUES ({self.marks(len(values))})"  # noqa: S608
         with self.write() as cur:
             cur.execute(sql, values)
+            if self.timelines:
+                timelines.first(cur, self.mark, self.bind_time, record)
         return record
 
     def get_pipeline(self, pipeline_id: str) -> Pipeline:
@@ -208,7 +215,10 @@ class Direct:
             if row is None:
                 cur.execute(f"SELECT version FROM pipelines WHERE id = {self.mark}", (pipeline_id,))  # noqa: S608
                 raise LookupError(pipeline_id)
-        return self.pipeline(row)
+            after = self.pipeline(row)
+            if self.timelines and "state" in values:
+                timelines.append(cur, self.mark, self.bind_time, after, "feedback" in values)
+        return after
 
     def archive_pipeline(self, pipeline_id: str) -> PipelineHistory:
         m = self.mark
@@ -246,6 +256,8 @@ class Direct:
                 f"VALUES ({self.marks(7)}) ON CONFLICT (project_id) DO UPDATE SET {sets}",
                 (result.project_id, *deltas),
             )
+            if self.timelines:
+                timelines.archived(cur, self.mark, self.load_time, result, self.durations)
         return result
 
     def get_history(
