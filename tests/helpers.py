@@ -164,9 +164,11 @@ def is_utc(value: datetime) -> bool:
 
 
 def truncate_tables(engine: Engine) -> None:
-    """Empty every table of a PostgreSQL store (its schema and alembic_version stay)."""
+    """Empty every table of a PostgreSQL store (its schema and alembic_version stay), and
+    start the change log's counter again, as in a new store."""
     with engine.begin() as conn:
-        conn.execute(text(f"TRUNCATE {', '.join(TABLES)}"))
+        conn.execute(text(f"TRUNCATE {', '.join(t for t in TABLES if t != 'change_counter')}"))
+        conn.execute(text("UPDATE change_counter SET last_seq = 0, pruned_through = 0"))
 
 
 def newest_first(records: Iterable[PipelineHistory]) -> list[PipelineHistory]:

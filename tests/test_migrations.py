@@ -87,11 +87,11 @@ def contents(store: StateStore) -> tuple[list[Project], list[Pipeline], list[Pip
 
 def test_one_head_and_it_is_migrate_head() -> None:
     assert migrate.script().get_heads() == [migrate.HEAD]
-    # HEAD comes from Alembic; the newest script file, 0005, says the same on its own.
+    # HEAD comes from Alembic; the newest script file, 0006, says the same on its own.
     newest = sorted((Path(migrate.__file__).parent / "migrations" / "versions").glob("[0-9]*.py"))[-1]
-    assert newest.name.startswith("0005_")
+    assert newest.name.startswith("0006_")
     assert f'\nrevision = "{migrate.HEAD}"\n' in newest.read_text(encoding="utf-8")
-    assert migrate.HEAD == migrate.head() == "0005"
+    assert migrate.HEAD == migrate.head() == "0006"
     chain = migrate.revisions()
     assert chain[-1].revision == migrate.HEAD
     assert chain[0].down_revision is None
@@ -160,7 +160,7 @@ def test_older_schema_refused_without_auto_migrate(fresh_db: Callable[[], str]) 
     before = helpers.snapshot(location)
 
     with pytest.raises(
-        SchemaVersionError, match=r"revision 0001, this code needs 0005.*vibecc-state db upgrade"
+        SchemaVersionError, match=r"revision 0001, this code needs 0006.*vibecc-state db upgrade"
     ):
         StateStore(location, auto_migrate=False)
 
@@ -185,7 +185,7 @@ def test_newer_schema_refused(fresh_db: Callable[[], str], auto_migrate: bool) -
     engine.dispose()
     before = helpers.snapshot(location)
 
-    with pytest.raises(SchemaVersionError, match=r"ffff9999, newer than this code \(head 0005\)"):
+    with pytest.raises(SchemaVersionError, match=r"ffff9999, newer than this code \(head 0006\)"):
         StateStore(location, auto_migrate=auto_migrate)
 
     assert helpers.snapshot(location) == before
@@ -770,6 +770,8 @@ def test_keys_and_names_compare_by_code_point_on_postgresql(pg_server: Any) -> N
     finally:
         engine.dispose()
     assert [tuple(row) for row in found] == [
+        ("changes", "entity_id"),
+        ("changes", "project_id"),
         ("deleted_projects", "id"),
         ("duration_histogram", "project_id"),
         ("history_stats", "project_id"),

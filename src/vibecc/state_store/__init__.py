@@ -4,6 +4,7 @@ from .errors import (
     AlreadyExistsError,
     BackupExistsError,
     CopyVerificationError,
+    CursorExpiredError,
     HistoryNotFoundError,
     NotFoundError,
     PipelineExistsError,
@@ -20,6 +21,8 @@ from .errors import (
 )
 from .ops.copy import CopyReport, TableCopy, copy_store
 from .records import (
+    Change,
+    ChangePage,
     DeletedProject,
     DurationPercentiles,
     HistoryCursor,
@@ -40,8 +43,11 @@ __all__ = [
     "UNSET",
     "AlreadyExistsError",
     "BackupExistsError",
+    "Change",
+    "ChangePage",
     "CopyReport",
     "CopyVerificationError",
+    "CursorExpiredError",
     "DeletedProject",
     "DurationPercentiles",
     "HistoryCursor",

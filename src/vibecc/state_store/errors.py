@@ -59,6 +59,12 @@ class CopyVerificationError(StateStoreError):
     """A copy finished but the target does not hold exactly what the source holds."""
 
 
+class CursorExpiredError(StateStoreError):
+    """A change-log cursor points before the retained log (pruned) or beyond its end (the
+    database was replaced): changes in between cannot be read, so resynchronise from the
+    tables and read on from the cursor changes_since gives then."""
+
+
 class StorageError(StateStoreError):
     """The database cannot do the work: locked, read-only, full, unreachable or damaged."""
 

@@ -258,6 +258,39 @@ class DurationHistogramRow(Base):
     runs: Mapped[int] = mapped_column(BigInteger)
 
 
+class ChangeRow(Base):
+    """The change log: one row per committed write of a project, pipeline or history record,
+    numbered in commit order (see queries/changes.py)."""
+
+    __tablename__ = "changes"
+    __table_args__ = (
+        CheckConstraint("kind IN ('project', 'pipeline', 'history')", name="kind"),
+        Index(None, "project_id", "seq"),
+        Index(None, "at"),
+    )
+
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    kind: Mapped[str] = mapped_column(String(16))
+    entity_id: Mapped[str] = mapped_column(KEY)
+    project_id: Mapped[str | None] = mapped_column(KEY)
+    op: Mapped[str] = mapped_column(String(16))
+    version: Mapped[int | None] = mapped_column(Integer)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class ChangeCounterRow(Base):
+    """One row: the last change number given out, and the last one pruned. Each writing
+    transaction moves `last_seq` as its last statement, holding the row until it commits, so
+    numbers are given out in commit order."""
+
+    __tablename__ = "change_counter"
+    __table_args__ = (CheckConstraint("id = 1", name="one_row"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    last_seq: Mapped[int] = mapped_column(BigInteger)
+    pruned_through: Mapped[int] = mapped_column(BigInteger)
+
+
 projects = cast(Table, ProjectRow.__table__)
 pipelines = cast(Table, PipelineRow.__table__)
 history = cast(Table, HistoryRow.__table__)
@@ -266,6 +299,8 @@ deleted_projects = cast(Table, DeletedProjectRow.__table__)
 transitions = cast(Table, TransitionRow.__table__)
 stage_histogram = cast(Table, StageHistogramRow.__table__)
 duration_histogram = cast(Table, DurationHistogramRow.__table__)
+changes = cast(Table, ChangeRow.__table__)
+change_counter = cast(Table, ChangeCounterRow.__table__)
 
 # GitHub repository names are case-insensitive: one project per repo however it is spelt,
 # enforced by the database (the store keeps the spelling it was given). Lookups by repo

@@ -262,3 +262,33 @@ class ImportResult:
 
     inserted: int
     skipped: int
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One committed write, as the change log keeps it.
+
+    `seq` grows by one per change in commit order on both engines, so a reader that has seen
+    every change up to some `seq` has missed none before it. `kind` is "project", "pipeline" or
+    "history"; `op` what happened to the record: "created", "updated", "claimed", "deleted",
+    "archived" (a pipeline moved to history), "imported" or "pruned". `version` is a pipeline's
+    version after the write (None for other kinds and for removals); `project_id` the record's
+    project. `at` is when the write committed, to the microsecond of the writer's clock.
+    """
+
+    seq: int
+    kind: str
+    entity_id: str
+    project_id: str | None
+    op: str
+    version: int | None
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ChangePage:
+    """Changes after a cursor, oldest first, and the cursor to read on from (pass it to the
+    next changes_since or wait_for_changes call)."""
+
+    changes: tuple[Change, ...]
+    next_cursor: int

@@ -252,6 +252,13 @@ def seconds(field: str, value: Any) -> float:
     return float(value)
 
 
+def wait_seconds(field: str, value: Any) -> float:
+    """A number of seconds to wait, in [0, 86400]."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 86400:
+        raise ValidationError(f"{field} must be a number of seconds in [0, 86400], got {value!r}")
+    return float(value)
+
+
 def retries_limit(field: str, value: Any) -> int:
     """A project's max_retries_ci / max_retries_review."""
     return integer(field, value, minimum=0, maximum=MAX_RETRIES_LIMIT)

@@ -22,6 +22,7 @@ from .db.dialects import EngineOptions
 from .db.session import Database
 from .db.urls import mask, to_url
 from .errors import (
+    CursorExpiredError,
     HistoryNotFoundError,
     PipelineExistsError,
     PipelineNotFoundError,
@@ -31,10 +32,13 @@ from .errors import (
     StaleVersionError,
     ValidationError,
 )
-from .queries import history, pipelines, projects, rows, stages, stats, transitions
+from .queries import changes, history, pipelines, projects, rows, stages, stats, transitions
+from .queries.changes import Entry
 from .records import (
     CLEAR,
     UNSET,
+    Change,
+    ChangePage,
     Clear,
     DeletedProject,
     DurationPercentiles,
@@ -191,7 +195,12 @@ class StateStore:
         exists = ProjectExistsError(
             f"a project with repo {project.repo!r} exists already (repos ignore case)"
         )
-        self._db.write(lambda conn: projects.insert(conn, project), unique=exists)
+
+        def create(conn: Connection) -> None:
+            projects.insert(conn, project)
+            changes.log(conn, [Entry("project", project.id, project.id, "created")], stamp)
+
+        self._db.write(create, unique=exists)
         return project
 
     def get_project(self, project_id: str) -> Project:
@@ -240,7 +249,7 @@ class StateStore:
             ProjectNotFoundError, ValidationError.
         """
         check.identifier("project_id", project_id)
-        changes = {
+        given = {
             "name": name,
             "base_branch": base_branch,
             "github_project_id": github_project_id,
@@ -248,15 +257,22 @@ class StateStore:
             "max_retries_review": max_retries_review,
         }
         values: dict[str, Any] = {}
-        for field, value in changes.items():
+        for field, value in given.items():
             if field == "github_project_id" and value is CLEAR:
                 values[field] = None
             elif _given(value, field):
                 values[field] = check.project_field(field, value)
         if not values:
             return self.get_project(project_id)
-        values["updated_at"] = now()
-        found = self._db.write(lambda conn: projects.update_fields(conn, project_id, values))
+        values["updated_at"] = stamp = now()
+
+        def update(conn: Connection) -> Project | None:
+            found = projects.update_fields(conn, project_id, values)
+            if found is not None:
+                changes.log(conn, [Entry("project", project_id, project_id, "updated")], stamp)
+            return found
+
+        found = self._db.write(update)
         if found is None:
             raise ProjectNotFoundError(f"project {project_id} not found")
         return found
@@ -286,8 +302,19 @@ class StateStore:
                     f"project {project_id} has {active} active pipeline(s); finish or delete them first"
                 )
             stamp = now()
-            _archived(conn, history.insert(conn, [rows.history_from_pipeline(p, stamp) for p in finished]))
+            inserted = _archived(
+                conn, history.insert(conn, [rows.history_from_pipeline(p, stamp) for p in finished])
+            )
             projects.delete_and_remember(conn, found, stamp)
+            saved = {r.id for r in inserted}
+            changes.log(
+                conn,
+                [
+                    *(e for p in finished for e in _moved_to_history(p.id, project_id, p.id in saved)),
+                    Entry("project", project_id, project_id, "deleted"),
+                ],
+                stamp,
+            )
 
         self._db.write(delete)
 
@@ -330,6 +357,7 @@ class StateStore:
         def create(conn: Connection) -> None:
             pipelines.insert(conn, pipeline)
             transitions.first(conn, pipeline)
+            changes.log(conn, [_pipeline_change(pipeline, "created")], stamp)
 
         self._db.write(
             create,
@@ -426,7 +454,7 @@ class StateStore:
             StaleVersionError: the stored version is not `expected_version`; nothing written.
         """
         check.identifier("pipeline_id", pipeline_id)
-        changes = {
+        given = {
             "state": state,
             "pr_id": pr_id,
             "pr_url": pr_url,
@@ -435,9 +463,7 @@ class StateStore:
             "feedback": feedback,
         }
         values = {
-            field: check.pipeline_field(field, value)
-            for field, value in changes.items()
-            if value is not UNSET
+            field: check.pipeline_field(field, value) for field, value in given.items() if value is not UNSET
         }
         if "state" in values:
             values["state"] = values["state"].value
@@ -453,6 +479,7 @@ class StateStore:
                 return pipelines.version(conn, pipeline_id)
             if "state" in values:
                 transitions.append(conn, found, feedback_changed="feedback" in values)
+            changes.log(conn, [_pipeline_change(found, "updated")], found.updated_at)
             return found
 
         result = self._db.write(update)
@@ -506,6 +533,7 @@ class StateStore:
             claimed = pipelines.claim(conn, source, target, owner, now())
             if claimed is not None:
                 transitions.append(conn, claimed, feedback_changed=False)
+                changes.log(conn, [_pipeline_change(claimed, "claimed")], claimed.updated_at)
             return claimed
 
         return self._db.write(claim)
@@ -515,10 +543,12 @@ class StateStore:
         check.identifier("pipeline_id", pipeline_id)
 
         def delete(conn: Connection) -> bool:
-            if not pipelines.delete_one(conn, pipeline_id):
+            project_id = pipelines.delete_one(conn, pipeline_id)
+            if project_id is None:
                 return False
             if history.by_id(conn, pipeline_id) is None:  # a saved run keeps its timeline
                 transitions.delete_of(conn, [pipeline_id])
+            changes.log(conn, [Entry("pipeline", pipeline_id, project_id, "deleted")], now())
             return True
 
         if not self._db.write(delete):
@@ -553,6 +583,7 @@ class StateStore:
                     "the record given; nothing written"
                 )
             inserted = _archived(conn, history.insert(conn, [rows.history_from_pipeline(stored, stamp)]))
+            changes.log(conn, [Entry("history", r.id, r.project_id, "created") for r in inserted], stamp)
             # PostgreSQL: an archive of the pipeline committed the record just now; it is kept.
             found = inserted[0] if inserted else history.by_id(conn, pipeline.id)
             if found is None:  # archived and pruned by others within this call
@@ -589,7 +620,9 @@ class StateStore:
                     f"pipeline {pipeline_id} was finished by another writer during the archive; "
                     "nothing written, archive it again"
                 )
-            inserted = _archived(conn, history.insert(conn, [rows.history_from_pipeline(taken, now())]))
+            stamp = now()
+            inserted = _archived(conn, history.insert(conn, [rows.history_from_pipeline(taken, stamp)]))
+            changes.log(conn, _moved_to_history(taken.id, taken.project_id, bool(inserted)), stamp)
             found = inserted[0] if inserted else history.by_id(conn, pipeline_id)
             assert found is not None  # noqa: S101 (narrows the type: the row was just inserted or kept)
             return found
@@ -765,7 +798,7 @@ class StateStore:
 
         def flush() -> None:
             nonlocal inserted, skipped
-            added = len(self._db.write(lambda conn: history.insert(conn, batch)))
+            added = len(self._db.write(_imported_batch(batch)))
             inserted += added
             skipped += len(batch) - added
             if progress is not None:
@@ -815,19 +848,151 @@ class StateStore:
             if gone < batch_size and not self._db.read(lambda conn: history.exists(conn, where)):
                 return total
 
+    # -- change log ------------------------------------------------------------------------
+
+    def changes_since(
+        self, cursor: int = 0, *, limit: int = 1000, project_id: str | None = None
+    ) -> ChangePage:
+        """The changes committed after `cursor`, oldest first: at most `limit` (1 to 10,000),
+        only those of one project when `project_id` is given.
+
+        Pass the page's next_cursor to the next call (or to wait_for_changes): reading on that
+        way never returns a change twice and never skips one, whatever writers do meanwhile.
+        Start from 0, or from the next_cursor of a first call made after loading the tables.
+
+        Raises:
+            CursorExpiredError: the cursor is older than the retained log (prune_changes
+                removed changes after it) or beyond its end; resynchronise from the tables.
+        """
+        check.integer("cursor", cursor, minimum=0)
+        check.integer("limit", limit, minimum=1, maximum=MAX_PAGE)
+        owner = check.optional_identifier("project_id", project_id)
+
+        def read(conn: Connection) -> tuple[int, int, list[Change]]:
+            last, pruned = changes.head(conn)
+            return last, pruned, changes.since(conn, cursor, limit, owner)
+
+        last, pruned, found = self._db.read(read, snapshot=True)
+        _check_cursor(cursor, last, pruned)
+        # A short page has read everything up to `last` (in the same snapshot), matching or not.
+        return ChangePage(tuple(found), found[-1].seq if len(found) == limit else last)
+
+    def wait_for_changes(self, cursor: int, *, timeout: float) -> bool:
+        """Return True as soon as a change after `cursor` is committed (at once if one is),
+        False when `timeout` seconds (0 to 86,400) pass without one.
+
+        PostgreSQL wakes on a notification sent by the writing transaction (delivered at its
+        commit) and looks anyway every 0.25 s, so a missed notification or a pooler that
+        delivers none only delays it; SQLite looks at PRAGMA data_version every 10 ms on an
+        idle connection. Either way the answer comes from the committed log, never from the
+        notification alone. Returns False early when the store is being closed.
+
+        Raises:
+            CursorExpiredError: the cursor is beyond the log's end.
+        """
+        check.integer("cursor", cursor, minimum=0)
+        wait = check.wait_seconds("timeout", timeout)
+
+        def ready(conn: Connection) -> bool:
+            last, _ = changes.head(conn)
+            if cursor > last:
+                _check_cursor(cursor, last, 0)
+            return last > cursor
+
+        return self._db.wait(ready, wait, changes.CHANNEL)
+
+    def prune_changes(
+        self, *, before: datetime | None = None, keep: int | None = None, batch_size: int = 10_000
+    ) -> int:
+        """Remove old changes from the log: those written before `before`, or all but the
+        newest `keep`; one of the two. Each batch is its own transaction. Readers whose cursor
+        falls in the removed part get CursorExpiredError and resynchronise.
+
+        Returns:
+            The changes removed.
+        """
+        if (before is None) == (keep is None):
+            raise ValidationError("prune_changes needs one of before= or keep=")
+        if before is not None:
+            check.timestamp("before", before)
+        if keep is not None:
+            check.integer("keep", keep, minimum=0)
+        check.integer("batch_size", batch_size, minimum=1, maximum=MAX_BATCH)
+        # The end is fixed first: changes written during the prune are not chased.
+        target = self._db.read(lambda conn: _prune_target(conn, before, keep))
+        total = 0
+        while gone := self._db.write(lambda conn: _prune_changes(conn, target, batch_size)):
+            total += gone
+        return total
+
+    def change_cursor(self) -> int:
+        """The cursor of the newest committed change. A reader starting out takes it, loads
+        the tables, then reads on with changes_since from it: nothing committed after the
+        load began is missed (a change made during the load may be seen both ways)."""
+        return self._db.read(lambda conn: changes.head(conn)[0])
+
+
+def _check_cursor(cursor: int, last: int, pruned: int) -> None:
+    if cursor < pruned:
+        raise CursorExpiredError(
+            f"cursor {cursor} is older than the change log, which starts after change {pruned} "
+            "(pruned); resynchronise from the tables and read on from changes_since's next_cursor"
+        )
+    if cursor > last:
+        raise CursorExpiredError(
+            f"cursor {cursor} is beyond the change log, whose last change is {last} (was the "
+            "database replaced?); resynchronise from the tables"
+        )
+
 
 def _prune_batch(conn: Connection, where: history.Filter, limit: int) -> list[PipelineHistory]:
     """One batch of a prune: the oldest history rows and their pipelines' transitions."""
     gone = history.prune_batch(conn, where, limit)
     stages.bump(conn, stages.visits_of_runs(conn, gone), sign=-1)
     transitions.delete_of(conn, [record.id for record in gone])
+    changes.log(conn, [Entry("history", r.id, r.project_id, "pruned") for r in gone], now())
     return gone
+
+
+def _imported_batch(batch: list[PipelineHistory]) -> Callable[[Connection], list[PipelineHistory]]:
+    def imported(conn: Connection) -> list[PipelineHistory]:
+        inserted = history.insert(conn, batch)
+        changes.log(conn, [Entry("history", r.id, r.project_id, "imported") for r in inserted], now())
+        return inserted
+
+    return imported
 
 
 def _archived(conn: Connection, inserted: list[PipelineHistory]) -> list[PipelineHistory]:
     """Count the time the newly archived runs spent in each state into the kept histogram."""
     stages.bump(conn, stages.visits_of_runs(conn, inserted), sign=1)
     return inserted
+
+
+def _prune_target(conn: Connection, before: datetime | None, keep: int | None) -> int:
+    """The newest change prune_changes removes: the last written before `before`, or the
+    last but `keep`."""
+    if before is not None:
+        return changes.last_before(conn, before)
+    return changes.head(conn)[0] - (keep or 0)
+
+
+def _prune_changes(conn: Connection, target: int, limit: int) -> int:
+    """One batch of prune_changes: up to `limit` of the oldest changes up to `target`."""
+    _, pruned = changes.head(conn)
+    through = min(target, pruned + limit)
+    return changes.prune_through(conn, through) if through > pruned else 0
+
+
+def _pipeline_change(pipeline: Pipeline, op: str) -> Entry:
+    return Entry("pipeline", pipeline.id, pipeline.project_id, op, pipeline.version)
+
+
+def _moved_to_history(pipeline_id: str, project_id: str, recorded: bool) -> list[Entry]:
+    """A finished pipeline leaving the active table; its history record when this wrote it
+    (one saved before keeps the change of that save)."""
+    moved = [Entry("pipeline", pipeline_id, project_id, "archived")]
+    return [*moved, Entry("history", pipeline_id, project_id, "created")] if recorded else moved
 
 
 def _given(value: object, field: str) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +31,12 @@ BEGIN = "sqlite_begin"
 (a write: the write lock from the start, so it never fails upgrading a read lock), "BEGIN"
 (a read of several statements; the default) or "" (a one-statement read, which SQLite runs
 as a transaction of its own)."""
+WAIT_POLL = 0.25
+"""Seconds between looks while waiting for a commit, where the engine tells of none."""
+SQLITE_WAIT_POLL = 0.01
+"""Seconds between looks at SQLite's data_version while waiting for a commit."""
+PG_WAIT_POLL = 0.25
+"""Seconds a PostgreSQL wait lets pass without a notification before it looks anyway."""
 BEGIN_WAIT = "sqlite_begin_wait"
 """Execution option: seconds a BEGIN retries while SQLite answers "busy" (default: busy_timeout)."""
 # Any constant works; it only has to be the same in every process (ASCII "vibecc").
@@ -84,6 +90,26 @@ class Dialect:
     def explain(self, exc: BaseException) -> str | None:
         """What the user can do about a database error, when this engine knows more."""
         return None
+
+    def idle_options(self) -> dict[str, Any]:
+        """Execution options of a connection whose statements run outside any transaction."""
+        return {}
+
+    def wait_for_commit(
+        self,
+        conn: Connection,
+        ready: Callable[[], bool],
+        deadline: float,
+        stopped: Callable[[], bool],
+        channel: str,
+    ) -> bool:
+        """Until ready() or the monotonic `deadline` (False), looking again every WAIT_POLL."""
+
+        def pause(remaining: float) -> bool:
+            time.sleep(min(remaining, WAIT_POLL))
+            return True
+
+        return _wait_until(ready, deadline, stopped, pause)
 
     def interrupt(self, conn: Connection) -> None:
         """Make the statement running on `conn` (in another thread) fail at once."""
@@ -159,6 +185,32 @@ class SQLiteDialect(Dialect):
                 _retry_busy(lambda: conn.exec_driver_sql(statement), options.get(BEGIN_WAIT, wait))
 
         return engine
+
+    def idle_options(self) -> dict[str, Any]:
+        return {BEGIN: ""}
+
+    def wait_for_commit(
+        self,
+        conn: Connection,
+        ready: Callable[[], bool],
+        deadline: float,
+        stopped: Callable[[], bool],
+        channel: str,
+    ) -> bool:
+        # PRAGMA data_version changes when another connection commits to the file, in this
+        # process or another: a look costs no table read, so it can be taken often.
+        def version() -> object:
+            return conn.exec_driver_sql("PRAGMA data_version").scalar()
+
+        seen = [version()]
+
+        def pause(remaining: float) -> bool:
+            time.sleep(min(remaining, SQLITE_WAIT_POLL))
+            now = version()
+            changed, seen[0] = now != seen[0], now
+            return changed
+
+        return _wait_until(ready, deadline, stopped, pause)
 
     def transaction_options(self, *, write: bool, snapshot: bool) -> dict[str, Any]:
         if write:
@@ -259,6 +311,37 @@ class PostgresDialect(Dialect):
     def transaction_options(self, *, write: bool, snapshot: bool) -> dict[str, Any]:
         return {"isolation_level": "REPEATABLE READ"} if snapshot else {}
 
+    def idle_options(self) -> dict[str, Any]:
+        # Outside a transaction: a session inside one gets its notifications only at its end.
+        return {"isolation_level": "AUTOCOMMIT"}
+
+    def wait_for_commit(
+        self,
+        conn: Connection,
+        ready: Callable[[], bool],
+        deadline: float,
+        stopped: Callable[[], bool],
+        channel: str,
+    ) -> bool:
+        # Writers notify `channel` in their transaction, so the notification arrives at their
+        # commit. It is only a wake-up: the fallback look every PG_WAIT_POLL finds a commit
+        # whose notification was missed, or a server (a transaction-mode pooler) that
+        # delivers none. LISTEN comes before the first look, so no commit falls between.
+        raw = conn.connection.driver_connection
+        if raw is None:  # pragma: no cover (a checked-out connection always has one)
+            raise StorageError("the connection was closed while waiting")
+        conn.exec_driver_sql(f"LISTEN {channel}")
+
+        def pause(remaining: float) -> bool:
+            for _ in raw.notifies(timeout=min(remaining, PG_WAIT_POLL), stop_after=1):
+                pass
+            return True
+
+        try:
+            return _wait_until(ready, deadline, stopped, pause)
+        finally:
+            conn.exec_driver_sql(f"UNLISTEN {channel}")
+
     def interrupt(self, conn: Connection) -> None:
         raw = conn.connection.driver_connection
         if raw is not None:
@@ -275,6 +358,24 @@ class PostgresDialect(Dialect):
                 "IN SHARE ROW EXCLUSIVE MODE"
             )
         )
+
+
+def _wait_until(
+    ready: Callable[[], bool],
+    deadline: float,
+    stopped: Callable[[], bool],
+    pause: Callable[[float], bool],
+) -> bool:
+    """Look with ready() at once and after each pause(remaining seconds) that says something
+    may have changed; False at the deadline or once stopped()."""
+    while not ready():
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or stopped():
+                return False
+            if pause(remaining):
+                break
+    return True
 
 
 def upsert(dialect_name: str, table: Table) -> Upsert:

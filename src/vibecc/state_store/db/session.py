@@ -13,6 +13,7 @@ ran, so nothing can have been committed), the call runs once more on a fresh con
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from threading import Condition, RLock
@@ -31,6 +32,11 @@ Work = Callable[[Connection], T]
 
 CLOSE_GRACE = 1.0
 """Seconds close() lets other threads' calls finish before it interrupts them."""
+WAIT_POLL = 0.01
+"""Seconds between looks at ":memory:" while waiting for a commit."""
+_KINDS = ("write", "read", "snapshot", "idle")
+"""Kinds of call: a write transaction, a read, a read in one snapshot, and a wait outside
+any transaction."""
 
 
 class Database:
@@ -57,12 +63,12 @@ class Database:
         self._errors = (SQLAlchemyError, OSError, self.engine.dialect.loaded_dbapi.Error)
         # One engine per kind of transaction, sharing the pool: Engine.execution_options sets
         # how its connections begin once, instead of on every call's connection.
-        self._engines: dict[tuple[bool, bool], Engine] = {}
-        for write, snapshot in ((True, False), (False, False), (False, True)):
-            begins = self.dialect.transaction_options(write=write, snapshot=snapshot)
-            self._engines[write, snapshot] = (
-                self.engine.execution_options(**begins) if begins else self.engine
-            )
+        self._engines: dict[str, Engine] = {}
+        for kind in _KINDS:
+            begins = self.dialect.transaction_options(write=kind == "write", snapshot=kind == "snapshot")
+            if kind == "idle":
+                begins = self.dialect.idle_options()
+            self._engines[kind] = self.engine.execution_options(**begins) if begins else self.engine
         self._closed = self._disposed = False
 
     @property
@@ -75,7 +81,7 @@ class Database:
     def read(self, work: Work[T], *, snapshot: bool = False) -> T:
         """Run `work` in a read transaction. Its statements may see different commits (READ
         COMMITTED on both engines) unless `snapshot`: then all see the same data."""
-        return self._call(work, write=False, snapshot=snapshot)
+        return self._call(work, kind="snapshot" if snapshot else "read")
 
     def write(
         self,
@@ -86,7 +92,30 @@ class Database:
     ) -> T:
         """Run `work` in a write transaction (on SQLite it holds the write lock from BEGIN);
         `unique` and `foreign_key` are raised when the call breaks such a constraint."""
-        return self._call(work, write=True, snapshot=False, unique=unique, foreign_key=foreign_key)
+        return self._call(work, kind="write", unique=unique, foreign_key=foreign_key)
+
+    def wait(self, ready: Work[bool], timeout: float, channel: str) -> bool:
+        """Wait until `ready` (a read) is true or `timeout` seconds pass; False on the timeout
+        or when the store is being closed. `ready` runs at once, then each time the engine
+        tells of a commit by another connection (SQLite: PRAGMA data_version; PostgreSQL: a
+        notification on `channel`) and at least every WAIT_POLL seconds. The connection stays
+        outside any transaction meanwhile, so it holds back no cleanup and no checkpoint."""
+        deadline = time.monotonic() + timeout
+        if self.dialect.shared_connection:
+            # ":memory:" is one connection for every thread: holding it would keep writers out.
+            while not self.read(ready):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or self._closed:
+                    return False
+                time.sleep(min(remaining, WAIT_POLL))
+            return True
+
+        def waiting(conn: Connection) -> bool:
+            return self.dialect.wait_for_commit(
+                conn, lambda: ready(conn), deadline, lambda: self._closed, channel
+            )
+
+        return self._call(waiting, kind="idle")
 
     @contextmanager
     def translating(self) -> Iterator[None]:
@@ -100,11 +129,11 @@ class Database:
         self,
         work: Work[T],
         *,
-        write: bool,
-        snapshot: bool,
+        kind: str,
         unique: StateStoreError | None = None,
         foreign_key: StateStoreError | None = None,
     ) -> T:
+        write = kind == "write"
         outer: list[bool] = self._local.__dict__.setdefault("calls", [])
         if outer and (self.dialect.shared_connection or (write and any(outer))):
             # A callback (copy_store's progress) calling back into the store runs while this
@@ -121,7 +150,7 @@ class Database:
             self._calls += 1
         outer.append(write)
         lock = self.dialect.write_lock if write else self.dialect.read_lock
-        engine = self._engines[write, snapshot]
+        engine = self._engines[kind]
         try:
             try:
                 return self._attempt(work, lock, engine, may_retry=True)

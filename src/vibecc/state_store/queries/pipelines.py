@@ -25,6 +25,7 @@ _BY_TICKET = select(*COLUMNS).where(
 _VERSION = select(pipelines.c.version).where(pipelines.c.id == bindparam("id"))
 _STATE = select(pipelines.c.state).where(pipelines.c.id == bindparam("id"))
 _DELETE = delete(pipelines).where(pipelines.c.id == bindparam("id"))
+_DELETE_ONE = _DELETE.returning(pipelines.c.project_id)
 _TAKE_FINISHED = _DELETE.where(_FINISHED).returning(*COLUMNS)
 _TAKE_FINISHED_OF_PROJECT = (
     delete(pipelines).where(pipelines.c.project_id == bindparam("project_id"), _FINISHED).returning(*COLUMNS)
@@ -166,8 +167,10 @@ def claim(
     return None if row is None else rows.pipeline(row)
 
 
-def delete_one(conn: Connection, pipeline_id: str) -> bool:
-    return bool(conn.execute(_DELETE, {"id": pipeline_id}).rowcount)
+def delete_one(conn: Connection, pipeline_id: str) -> str | None:
+    """Delete the pipeline; its project's id, or None when there was no such pipeline."""
+    found = conn.execute(_DELETE_ONE, {"id": pipeline_id}).scalar()
+    return None if found is None else str(found)
 
 
 def take_finished(conn: Connection, pipeline_id: str) -> Pipeline | None:

@@ -12,6 +12,7 @@ from sqlalchemy import Row
 from .. import rules as check
 from ..errors import StorageError
 from ..records import (
+    Change,
     DeletedProject,
     HistoryStats,
     Pipeline,
@@ -21,7 +22,7 @@ from ..records import (
     Transition,
 )
 
-R = TypeVar("R", Project, Pipeline, PipelineHistory, DeletedProject, Transition)
+R = TypeVar("R", Project, Pipeline, PipelineHistory, DeletedProject, Transition, Change)
 
 _STATES = {state.value: state for state in PipelineState}
 _PIPELINE_STATE_AT = [f.name for f in fields(Pipeline)].index("state")
@@ -41,7 +42,8 @@ def _kinds(record: type) -> list[tuple[int, str, type, bool]]:
 
 
 _KINDS = {
-    record: _kinds(record) for record in (Project, Pipeline, PipelineHistory, DeletedProject, Transition)
+    record: _kinds(record)
+    for record in (Project, Pipeline, PipelineHistory, DeletedProject, Transition, Change)
 }
 
 
@@ -85,6 +87,10 @@ def transition(row: Sequence[Any], seconds_in_state: float | None) -> Transition
     pipeline_id, seq, _project_id, from_state, to_state, *rest = row
     source = None if from_state is None else state(from_state)
     return _checked(Transition, [pipeline_id, seq, source, state(to_state), *rest, seconds_in_state])
+
+
+def change(row: Sequence[Any]) -> Change:
+    return _checked(Change, list(row))
 
 
 def stage_cell(row: Sequence[Any]) -> Sequence[Any]:
