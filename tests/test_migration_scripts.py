@@ -114,7 +114,14 @@ def test_revisions_name_their_constraints_whatever_the_models_naming_convention(
 ) -> None:
     """The migration environment hands the models' metadata to Alembic, whose operations name
     unnamed constraints by its convention: every revision names its own, so the SQL is the same."""
-    steps = [("head", None), ("0002", "0001"), ("0003", "0002"), ("0004", "0003"), ("0005", "0004"), ("0006", "0005")]
+    steps = [
+        ("head", None),
+        ("0002", "0001"),
+        ("0003", "0002"),
+        ("0004", "0003"),
+        ("0005", "0004"),
+        ("0006", "0005"),
+    ]
     rendered = [migrate.upgrade_sql(dialect, revision, start) for revision, start in steps]
     assert "CONSTRAINT pk_projects PRIMARY KEY" in rendered[0]
     assert "CONSTRAINT ck_pipelines_state CHECK" in rendered[1]
