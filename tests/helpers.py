@@ -26,6 +26,7 @@ from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.pool import NullPool
 
 from vibecc.state_store import (
+    Change,
     DurationPercentiles,
     HistoryStats,
     ImportResult,
@@ -111,6 +112,46 @@ def kept_percentiles_of(records: Iterable[PipelineHistory]) -> DurationPercentil
         return buckets.whole_seconds(buckets.bucket(exact * 1000))
 
     return DurationPercentiles(at(50), at(95))
+
+
+class Replayed(NamedTuple):
+    """What the change log says is live: projects, active pipelines with their versions, and
+    history record ids."""
+
+    projects: set[str]
+    pipelines: dict[str, int]
+    history: set[str]
+
+
+def every_change(store: StateStore, cursor: int = 0) -> list[Change]:
+    """Every change after `cursor`, read page by page as a follower would."""
+    found: list[Change] = []
+    while True:
+        page = store.changes_since(cursor, limit=500)
+        found += page.changes
+        if page.next_cursor == cursor:
+            return found
+        cursor = page.next_cursor
+
+
+def replay(changes: Iterable[Change]) -> Replayed:
+    """The live ids (and pipeline versions) that applying the changes in order gives."""
+    live = Replayed(set(), {}, set())
+    for change in changes:
+        key = change.entity_id
+        if change.kind == "project":
+            (live.projects.discard if change.op == "deleted" else live.projects.add)(key)
+        elif change.kind == "pipeline":
+            if change.op in ("archived", "deleted"):
+                del live.pipelines[key]
+            else:
+                assert change.version is not None, change
+                live.pipelines[key] = change.version
+        elif change.op == "pruned":
+            live.history.remove(key)
+        else:
+            live.history.add(key)
+    return live
 
 
 def stats_of(records: Iterable[PipelineHistory]) -> HistoryStats:

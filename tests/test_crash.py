@@ -129,10 +129,33 @@ def _check_after_kill(path: Path, acked: Acknowledged, round_no: int) -> None:
             f"round {round_no}: kept duration histogram drifted"
         )
         _check_timelines(store, active, history, round_no)
+        _check_change_log(store, acked, round_no)
         project = store.list_projects()[0]
         assert (
             store.update_project(project.id, name=f"after kill {round_no}").name == f"after kill {round_no}"
         )
+
+
+def _check_change_log(store: StateStore, acked: Acknowledged, round_no: int) -> None:
+    """Every acknowledged write has its change, and no change is without its write: the log,
+    numbered without a gap, replays to exactly the pipelines, versions and history the tables
+    hold."""
+    changes = helpers.every_change(store)
+    assert [c.seq for c in changes] == list(range(1, len(changes) + 1)), f"round {round_no}: gap"
+    logged = {(c.kind, c.entity_id, c.op, c.version) for c in changes}
+    for pipeline_id in acked.created:
+        assert ("pipeline", pipeline_id, "created", 1) in logged, (round_no, pipeline_id)
+    for pipeline_id, version in acked.version.items():
+        if version > 1:
+            assert ("pipeline", pipeline_id, "updated", version) in logged, (round_no, pipeline_id)
+    for pipeline_id in acked.archived:
+        assert ("pipeline", pipeline_id, "archived", None) in logged, (round_no, pipeline_id)
+    live = helpers.replay(changes)
+    assert live.pipelines == {p.id: p.version for p in store.list_pipelines()}, (
+        f"round {round_no}: the change log replays to other pipelines than the table holds"
+    )
+    assert live.history == {h.id for h in store.iter_history()}, f"round {round_no}: history differs"
+    assert live.projects == {p.id for p in store.list_projects()}, f"round {round_no}: projects differ"
 
 
 def _check_timelines(

@@ -55,6 +55,11 @@ class StoreMachine(ProjectRules, PipelineRules, HistoryRules, TimelineRules):
         )
         deleted = {p.id: (p.name, p.repo) for p in self.store.list_deleted_projects()}
         assert deleted == self.model.deleted
+        # Replaying the change log from 0 gives the live ids and versions.
+        live = helpers.replay(helpers.every_change(self.store))
+        assert live.pipelines == {p.id: p.version for p in self.model.pipelines.values()}
+        assert live.history == set(self.model.history)
+        assert live.projects == set(self.model.projects)
         for project_id in {r.project_id for r in self.model.history.values()}:
             assert self.store.get_history_stats(project_id) == helpers.stats_of(
                 self.model.history_rows(project_id)
