@@ -168,7 +168,7 @@ def test_a_value_of_the_wrong_type_in_a_row_is_a_storage_error_everywhere(
             read()
         if "duration_seconds" in sql:
             with pytest.raises(StorageError, match="stored"):
-                store.get_duration_percentiles()
+                store.get_duration_percentiles(exact=True)  # the kept histogram reads no row
         with pytest.raises(StorageError, match="stored"):
             copy_store(store, str(tmp_path / "copy.db"))
 

@@ -90,6 +90,8 @@ def copy_store(
     keeping ids, versions and timestamps exactly.
 
     The target is migrated first and must be empty. Memory stays bounded by `batch_size`.
+    The change log is not copied: the target's log records what is written to the target
+    from then on, so its readers start from its tables (change_cursor(), then changes_since).
 
     Raises:
         TargetNotEmptyError: the target holds data; nothing was written.
