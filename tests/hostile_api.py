@@ -47,11 +47,12 @@ KNOWN_METHODS = frozenset(
         "claim_pipeline", "delete_pipeline", "save_to_history", "archive_pipeline", "get_history",
         "get_history_page", "get_history_record", "get_history_stats", "get_duration_percentiles",
         "count_history", "iter_history", "import_history", "prune_history", "count_pipelines",
-        "count_by_state", "get_timeline", "get_stage_stats",
+        "count_by_state", "get_timeline", "get_stage_stats", "changes_since", "wait_for_changes",
+        "change_cursor", "prune_changes",
     }
 )  # fmt: skip
 """Methods the enumeration must find at least: an empty or broken enumeration fails."""
-READ_PREFIXES = ("get_", "list_", "count_", "iter_")
+READ_PREFIXES = ("get_", "list_", "count_", "iter_", "changes_", "change_", "wait_")
 
 
 def store_method_names() -> list[str]:
@@ -300,6 +301,9 @@ VALID: dict[str, Callable[[World], dict[str, Any]]] = {
         "exact": False,
     },
     "StateStore.count_history": _history_filters,
+    "StateStore.changes_since": lambda w: {"cursor": 0, "limit": 10, "project_id": w.project.id},
+    "StateStore.wait_for_changes": lambda w: {"cursor": 0, "timeout": 0.0},
+    "StateStore.prune_changes": lambda w: {"keep": 10_000, "batch_size": 10},
     "StateStore.iter_history": lambda w: {**_history_filters(w), "batch_size": 1},
     "StateStore.import_history": lambda w: {
         "records": list(w.fresh),
