@@ -226,8 +226,9 @@ def _stage_weeks(
     last = _monday(newest)
     end = (until - timedelta(microseconds=1)) if until is not None else datetime.now(UTC)
     # Up to the window's end when it is near, as the daily chart does.
-    if last <= _monday(end.astimezone(UTC).date()) <= last + timedelta(weeks=STAGE_WEEKS // 4):
-        last = _monday(end.astimezone(UTC).date())
+    near, reach = _monday(end.astimezone(UTC).date()), _shifted(last, STAGE_WEEKS // 4)
+    if last <= near and (reach is None or near <= reach):
+        last = near
     first = max(_monday(oldest), _shifted(last, -(STAGE_WEEKS - 1)) or _monday(oldest))
     weeks = []
     week: date | None = first
