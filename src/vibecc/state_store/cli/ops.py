@@ -176,7 +176,8 @@ def _interrupted_copy(dst: StateStore) -> str:
 def report(
     env: Env, given: str, project_ref: str | None, since: datetime | None, until: datetime | None
 ) -> None:
-    """Write a self-contained HTML report: throughput, durations, retries, the board, stats.
+    """Write a self-contained HTML report: throughput, durations, retries, time in each stage
+    per week, the slowest tickets stage by stage, the board, stats.
 
     The file is created readable by its owner only (0600), missing folders owner-only too;
     --project also takes a deleted project, by its id or its last repo.
