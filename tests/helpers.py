@@ -36,7 +36,7 @@ from vibecc.state_store import (
     Project,
     StateStore,
 )
-from vibecc.state_store.models import Base
+from vibecc.state_store.models import metadata
 from vibecc.state_store.queries import buckets
 
 T0 = datetime(2025, 1, 2, 3, 4, 5, 123456, tzinfo=UTC)
@@ -45,7 +45,7 @@ WAIT = 30.0
 """Seconds to wait for a condition (a helper process ready, a backend blocked or gone) before failing."""
 STORE_APP = "vibecc-state-store"
 """The application_name of every PostgreSQL session the store opens."""
-TABLES = tuple(table.name for table in Base.metadata.sorted_tables)
+TABLES = tuple(table.name for table in metadata.sorted_tables)
 """Every table of the store."""
 
 

@@ -24,7 +24,7 @@ from vibecc.state_store import (
     StateStore,
     copy_store,
 )
-from vibecc.state_store.models import Base
+from vibecc.state_store.models import metadata
 
 if TYPE_CHECKING:
     from tests import helpers
@@ -32,7 +32,7 @@ else:
     import helpers
 
 ROOT = Path(__file__).resolve().parent.parent
-TABLES = tuple(Base.metadata.sorted_tables)
+TABLES = tuple(metadata.sorted_tables)
 T0 = helpers.T0
 
 # -- the public API, enumerated ----------------------------------------------------------------

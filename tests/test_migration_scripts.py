@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy.sql.schema import DEFAULT_NAMING_CONVENTION
 
 from vibecc.state_store import PipelineState, migrate
-from vibecc.state_store.models import STATE_VALUES, Base
+from vibecc.state_store.models import STATE_VALUES, metadata
 
 MIGRATIONS = Path(migrate.__file__).parent / "migrations"
 SCRIPTS = [*sorted((MIGRATIONS / "versions").glob("[0-9]*.py")), MIGRATIONS / "baseline.py"]
@@ -126,5 +126,5 @@ def test_revisions_name_their_constraints_whatever_the_models_naming_convention(
     assert "CONSTRAINT pk_projects PRIMARY KEY" in rendered[0]
     assert "CONSTRAINT ck_pipelines_state CHECK" in rendered[1]
     assert "CONSTRAINT ck_pipeline_transitions_to_state CHECK" in rendered[3]
-    monkeypatch.setattr(Base.metadata, "naming_convention", dict(DEFAULT_NAMING_CONVENTION))
+    monkeypatch.setattr(metadata, "naming_convention", dict(DEFAULT_NAMING_CONVENTION))
     assert [migrate.upgrade_sql(dialect, revision, start) for revision, start in steps] == rendered

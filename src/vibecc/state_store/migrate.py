@@ -121,7 +121,7 @@ def check(engine: Engine) -> list[str]:
     from alembic.autogenerate import compare_metadata
     from alembic.runtime.migration import MigrationContext
 
-    from .models import Base
+    from .models import metadata
 
     with engine.connect() as conn:
         stored = _stored_revision(conn)
@@ -131,11 +131,11 @@ def check(engine: Engine) -> list[str]:
         with warnings.catch_warnings():
             # Alembic cannot compare expression indexes; they are checked by name below.
             warnings.filterwarnings("ignore", message=".*expression-based index")
-            problems.extend(repr(diff) for diff in compare_metadata(context, Base.metadata))
+            problems.extend(repr(diff) for diff in compare_metadata(context, metadata))
         present = _index_names(conn)
         problems.extend(
             f"missing index {index.name} on {table.name}"
-            for table in Base.metadata.sorted_tables
+            for table in metadata.sorted_tables
             for index in table.indexes
             if index.name not in present
         )

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
     Boolean,
     CheckConstraint,
+    Column,
     DateTime,
     Dialect,
     ForeignKey,
@@ -22,7 +23,6 @@ from sqlalchemy import (
     UniqueConstraint,
     func,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
 from .errors import StorageError
@@ -104,203 +104,193 @@ def _sqlite_datetime(value: str | None) -> datetime | None:
         raise StorageError(f"a stored timestamp is not a UTC timestamp: {shown}") from None
 
 
-class Base(DeclarativeBase):
-    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+metadata = MetaData(naming_convention=NAMING_CONVENTION)
+"""Every table of the store; Alembic compares the migrations against it."""
 
 
-class ProjectRow(Base):
-    __tablename__ = "projects"
-    __table_args__ = (UniqueConstraint("repo"),)
-
-    id: Mapped[str] = mapped_column(KEY, primary_key=True)
-    name: Mapped[str] = mapped_column(ordered_text(255))
-    repo: Mapped[str] = mapped_column(String(255))
-    base_branch: Mapped[str] = mapped_column(String(255))
-    github_project_id: Mapped[int | None] = mapped_column(BigInteger)
-    max_retries_ci: Mapped[int] = mapped_column(Integer)
-    max_retries_review: Mapped[int] = mapped_column(Integer)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
-    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+def _required(name: str, kind: TypeEngine[Any], *args: Any, **kwargs: Any) -> Column[Any]:
+    return Column(name, kind, *args, nullable=False, **kwargs)
 
 
-class PipelineRow(Base):
-    __tablename__ = "pipelines"
-    __table_args__ = (
-        # A unique index, not a constraint: SQLite adds it without rebuilding the table.
-        Index("uq_pipelines_project_id_ticket_id", "project_id", "ticket_id", unique=True),
-        CheckConstraint(f"state IN ({STATE_VALUES})", name="state"),
-        CheckConstraint("version >= 1", name="version"),
-        Index(None, "project_id", "state", "created_at", "id"),
-        Index(None, "state", "created_at", "id"),
-        Index(None, "created_at", "id"),
-    )
-
-    id: Mapped[str] = mapped_column(KEY, primary_key=True)
-    project_id: Mapped[str] = mapped_column(KEY, ForeignKey("projects.id"))
-    ticket_id: Mapped[str] = mapped_column(String(64))
-    ticket_title: Mapped[str] = mapped_column(String(1000))
-    ticket_body: Mapped[str] = mapped_column(Text)
-    state: Mapped[str] = mapped_column(String(16))
-    branch_name: Mapped[str] = mapped_column(String(255))
-    pr_id: Mapped[int | None] = mapped_column(BigInteger)
-    pr_url: Mapped[str | None] = mapped_column(String(2048))
-    retry_count_ci: Mapped[int] = mapped_column(Integer)
-    retry_count_review: Mapped[int] = mapped_column(Integer)
-    feedback: Mapped[str | None] = mapped_column(Text)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
-    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
-    version: Mapped[int] = mapped_column(Integer)
+def _optional(name: str, kind: TypeEngine[Any]) -> Column[Any]:
+    return Column(name, kind, nullable=True)
 
 
-class HistoryRow(Base):
-    """A finished pipeline. No foreign key: history outlives its project."""
-
-    __tablename__ = "pipeline_history"
-    __table_args__ = (
-        CheckConstraint(f"final_state IN ({STATE_VALUES})", name="final_state"),
-        Index(None, "project_id", "completed_at", "id"),
-        Index(None, "final_state", "completed_at", "id"),
-        Index(None, "completed_at", "id"),
-    )
-
-    id: Mapped[str] = mapped_column(KEY, primary_key=True)
-    project_id: Mapped[str] = mapped_column(KEY)
-    ticket_id: Mapped[str] = mapped_column(String(64))
-    ticket_title: Mapped[str] = mapped_column(String(1000))
-    final_state: Mapped[str] = mapped_column(String(16))
-    branch_name: Mapped[str] = mapped_column(String(255))
-    pr_id: Mapped[int | None] = mapped_column(BigInteger)
-    pr_url: Mapped[str | None] = mapped_column(String(2048))
-    total_retries_ci: Mapped[int] = mapped_column(Integer)
-    total_retries_review: Mapped[int] = mapped_column(Integer)
-    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
-    completed_at: Mapped[datetime] = mapped_column(UTCDateTime)
-    duration_seconds: Mapped[int] = mapped_column(BigInteger)
+def _key(name: str, *args: Any, **kwargs: Any) -> Column[Any]:
+    return Column(name, KEY, *args, primary_key=True, **kwargs)
 
 
-class DeletedProjectRow(Base):
-    """What is left of a deleted project: enough to name it beside its history."""
+projects = Table(
+    "projects",
+    metadata,
+    _key("id"),
+    _required("name", ordered_text(255)),
+    _required("repo", String(255)),
+    _required("base_branch", String(255)),
+    _optional("github_project_id", BigInteger()),
+    _required("max_retries_ci", Integer()),
+    _required("max_retries_review", Integer()),
+    _required("created_at", UTCDateTime()),
+    _required("updated_at", UTCDateTime()),
+    UniqueConstraint("repo"),
+)
 
-    __tablename__ = "deleted_projects"
+pipelines = Table(
+    "pipelines",
+    metadata,
+    _key("id"),
+    _required("project_id", KEY, ForeignKey("projects.id")),
+    _required("ticket_id", String(64)),
+    _required("ticket_title", String(1000)),
+    _required("ticket_body", Text()),
+    _required("state", String(16)),
+    _required("branch_name", String(255)),
+    _optional("pr_id", BigInteger()),
+    _optional("pr_url", String(2048)),
+    _required("retry_count_ci", Integer()),
+    _required("retry_count_review", Integer()),
+    _optional("feedback", Text()),
+    _required("created_at", UTCDateTime()),
+    _required("updated_at", UTCDateTime()),
+    _required("version", Integer()),
+    # A unique index, not a constraint: SQLite adds it without rebuilding the table.
+    Index("uq_pipelines_project_id_ticket_id", "project_id", "ticket_id", unique=True),
+    CheckConstraint(f"state IN ({STATE_VALUES})", name="state"),
+    CheckConstraint("version >= 1", name="version"),
+    Index(None, "project_id", "state", "created_at", "id"),
+    Index(None, "state", "created_at", "id"),
+    Index(None, "created_at", "id"),
+)
 
-    id: Mapped[str] = mapped_column(KEY, primary_key=True)
-    name: Mapped[str] = mapped_column(String(255))
-    repo: Mapped[str] = mapped_column(String(255))
-    deleted_at: Mapped[datetime] = mapped_column(UTCDateTime)
+history = Table(
+    "pipeline_history",
+    metadata,
+    # A finished pipeline. No foreign key: history outlives its project.
+    _key("id"),
+    _required("project_id", KEY),
+    _required("ticket_id", String(64)),
+    _required("ticket_title", String(1000)),
+    _required("final_state", String(16)),
+    _required("branch_name", String(255)),
+    _optional("pr_id", BigInteger()),
+    _optional("pr_url", String(2048)),
+    _required("total_retries_ci", Integer()),
+    _required("total_retries_review", Integer()),
+    _required("started_at", UTCDateTime()),
+    _required("completed_at", UTCDateTime()),
+    _required("duration_seconds", BigInteger()),
+    CheckConstraint(f"final_state IN ({STATE_VALUES})", name="final_state"),
+    Index(None, "project_id", "completed_at", "id"),
+    Index(None, "final_state", "completed_at", "id"),
+    Index(None, "completed_at", "id"),
+)
 
+deleted_projects = Table(
+    "deleted_projects",
+    metadata,
+    # What is left of a deleted project: enough to name it beside its history.
+    _key("id"),
+    _required("name", String(255)),
+    _required("repo", String(255)),
+    _required("deleted_at", UTCDateTime()),
+)
 
-class HistoryStatsRow(Base):
-    """Running totals of pipeline_history per project, written in the same transaction."""
+history_stats = Table(
+    "history_stats",
+    metadata,
+    # Running totals of pipeline_history per project, written in the same transaction.
+    _key("project_id"),
+    *(
+        _required(name, BigInteger())
+        for name in (
+            "total_completed",
+            "total_merged",
+            "total_failed",
+            "sum_duration_seconds",
+            "sum_retries_ci",
+            "sum_retries_review",
+        )
+    ),
+)
 
-    __tablename__ = "history_stats"
+transitions = Table(
+    "pipeline_transitions",
+    metadata,
+    # One change of a pipeline's state, appended in the transaction that made it. No foreign
+    # key: a pipeline's transitions stay with its history record once it is archived.
+    _key("pipeline_id"),
+    Column("seq", Integer(), primary_key=True),
+    _required("project_id", KEY),
+    _optional("from_state", String(16)),
+    _required("to_state", String(16)),
+    _required("at", UTCDateTime()),
+    _required("retry_count_ci", Integer()),
+    _required("retry_count_review", Integer()),
+    _optional("feedback", Text()),
+    _required("reconstructed", Boolean()),
+    CheckConstraint(f"to_state IN ({STATE_VALUES})", name="to_state"),
+    CheckConstraint(f"from_state IS NULL OR from_state IN ({STATE_VALUES})", name="from_state"),
+    CheckConstraint("seq >= 1", name="seq"),
+    Index(None, "project_id", "at"),
+    Index(None, "at"),
+)
 
-    project_id: Mapped[str] = mapped_column(KEY, primary_key=True)
-    total_completed: Mapped[int] = mapped_column(BigInteger)
-    total_merged: Mapped[int] = mapped_column(BigInteger)
-    total_failed: Mapped[int] = mapped_column(BigInteger)
-    sum_duration_seconds: Mapped[int] = mapped_column(BigInteger)
-    sum_retries_ci: Mapped[int] = mapped_column(BigInteger)
-    sum_retries_review: Mapped[int] = mapped_column(BigInteger)
-
-
-class TransitionRow(Base):
-    """One change of a pipeline's state, appended in the transaction that made it. No foreign
-    key: a pipeline's transitions stay with its history record once it is archived."""
-
-    __tablename__ = "pipeline_transitions"
-    __table_args__ = (
-        CheckConstraint(f"to_state IN ({STATE_VALUES})", name="to_state"),
-        CheckConstraint(f"from_state IS NULL OR from_state IN ({STATE_VALUES})", name="from_state"),
-        CheckConstraint("seq >= 1", name="seq"),
-        Index(None, "project_id", "at"),
-        Index(None, "at"),
-    )
-
-    pipeline_id: Mapped[str] = mapped_column(KEY, primary_key=True)
-    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
-    project_id: Mapped[str] = mapped_column(KEY)
-    from_state: Mapped[str | None] = mapped_column(String(16))
-    to_state: Mapped[str] = mapped_column(String(16))
-    at: Mapped[datetime] = mapped_column(UTCDateTime)
-    retry_count_ci: Mapped[int] = mapped_column(Integer)
-    retry_count_review: Mapped[int] = mapped_column(Integer)
-    feedback: Mapped[str | None] = mapped_column(Text)
-    reconstructed: Mapped[bool] = mapped_column(Boolean)
-
-
-class StageHistogramRow(Base):
-    """Time finished pipelines spent in each state, per project, as a histogram with
-    log-spaced buckets (see queries/stages.py): kept in the transaction of each archive and
-    prune, so stage statistics cost the same at any history size."""
-
-    __tablename__ = "stage_histogram"
+stage_histogram = Table(
+    "stage_histogram",
+    metadata,
+    # Time finished pipelines spent in each state, per project, as a histogram with
+    # log-spaced buckets (queries/buckets.py): kept in the transaction of each archive and
+    # prune, so stage statistics cost the same at any history size.
+    _key("project_id"),
+    Column("state", String(16), primary_key=True),
+    Column("bucket", Integer(), primary_key=True),
+    _required("visits", BigInteger()),
+    _required("sum_ms", BigInteger()),
     # Covering, in the order of get_stage_stats()'s GROUP BY: all projects summed without a sort.
-    __table_args__ = (Index(None, "state", "bucket", "visits", "sum_ms"),)
+    Index(None, "state", "bucket", "visits", "sum_ms"),
+)
 
-    project_id: Mapped[str] = mapped_column(KEY, primary_key=True)
-    state: Mapped[str] = mapped_column(String(16), primary_key=True)
-    bucket: Mapped[int] = mapped_column(Integer, primary_key=True)
-    visits: Mapped[int] = mapped_column(BigInteger)
-    sum_ms: Mapped[int] = mapped_column(BigInteger)
-
-
-class DurationHistogramRow(Base):
-    """The durations of finished pipelines, per project, as a histogram with the same
-    log-spaced buckets (see queries/buckets.py): kept with history_stats in the transaction of
-    every history write, so duration percentiles cost the same at any history size."""
-
-    __tablename__ = "duration_histogram"
+duration_histogram = Table(
+    "duration_histogram",
+    metadata,
+    # The durations of finished pipelines, per project, as a histogram with the same buckets:
+    # kept with history_stats in the transaction of every history write, so duration
+    # percentiles cost the same at any history size.
+    _key("project_id"),
+    Column("bucket", Integer(), primary_key=True),
+    _required("runs", BigInteger()),
     # Covering, in the order of the all-projects GROUP BY: summed without a sort.
-    __table_args__ = (Index(None, "bucket", "runs"),)
+    Index(None, "bucket", "runs"),
+)
 
-    project_id: Mapped[str] = mapped_column(KEY, primary_key=True)
-    bucket: Mapped[int] = mapped_column(Integer, primary_key=True)
-    runs: Mapped[int] = mapped_column(BigInteger)
+changes = Table(
+    "changes",
+    metadata,
+    # The change log: one row per committed write of a project, pipeline or history record,
+    # numbered in commit order (queries/changes.py).
+    Column("seq", BigInteger(), primary_key=True, autoincrement=False),
+    _required("kind", String(16)),
+    _required("entity_id", KEY),
+    _optional("project_id", KEY),
+    _required("op", String(16)),
+    _optional("version", Integer()),
+    _required("at", UTCDateTime()),
+    CheckConstraint("kind IN ('project', 'pipeline', 'history')", name="kind"),
+    Index(None, "project_id", "seq"),
+    Index(None, "at"),
+)
 
-
-class ChangeRow(Base):
-    """The change log: one row per committed write of a project, pipeline or history record,
-    numbered in commit order (see queries/changes.py)."""
-
-    __tablename__ = "changes"
-    __table_args__ = (
-        CheckConstraint("kind IN ('project', 'pipeline', 'history')", name="kind"),
-        Index(None, "project_id", "seq"),
-        Index(None, "at"),
-    )
-
-    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
-    kind: Mapped[str] = mapped_column(String(16))
-    entity_id: Mapped[str] = mapped_column(KEY)
-    project_id: Mapped[str | None] = mapped_column(KEY)
-    op: Mapped[str] = mapped_column(String(16))
-    version: Mapped[int | None] = mapped_column(Integer)
-    at: Mapped[datetime] = mapped_column(UTCDateTime)
-
-
-class ChangeCounterRow(Base):
-    """One row: the last change number given out, and the last one pruned. Each writing
-    transaction moves `last_seq` as its last statement, holding the row until it commits, so
-    numbers are given out in commit order."""
-
-    __tablename__ = "change_counter"
-    __table_args__ = (CheckConstraint("id = 1", name="one_row"),)
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
-    last_seq: Mapped[int] = mapped_column(BigInteger)
-    pruned_through: Mapped[int] = mapped_column(BigInteger)
-
-
-projects = cast(Table, ProjectRow.__table__)
-pipelines = cast(Table, PipelineRow.__table__)
-history = cast(Table, HistoryRow.__table__)
-history_stats = cast(Table, HistoryStatsRow.__table__)
-deleted_projects = cast(Table, DeletedProjectRow.__table__)
-transitions = cast(Table, TransitionRow.__table__)
-stage_histogram = cast(Table, StageHistogramRow.__table__)
-duration_histogram = cast(Table, DurationHistogramRow.__table__)
-changes = cast(Table, ChangeRow.__table__)
-change_counter = cast(Table, ChangeCounterRow.__table__)
+change_counter = Table(
+    "change_counter",
+    metadata,
+    # One row: the last change number given out, and the last one pruned. Each writing
+    # transaction moves last_seq as its last statement, holding the row until it commits, so
+    # numbers are given out in commit order.
+    Column("id", Integer(), primary_key=True, autoincrement=False),
+    _required("last_seq", BigInteger()),
+    _required("pruned_through", BigInteger()),
+    CheckConstraint("id = 1", name="one_row"),
+)
 
 # GitHub repository names are case-insensitive: one project per repo however it is spelt,
 # enforced by the database (the store keeps the spelling it was given). Lookups by repo
