@@ -22,8 +22,10 @@ from vibecc.state_store.cli.report import MAX_DAILY_BARS, Bar, ReportData, colle
 from vibecc.state_store.cli.report_html import render
 
 if TYPE_CHECKING:
+    from tests import helpers
     from tests.test_cli import Done, add_history, as_json, ok, one_line_error, run
 else:
+    import helpers
     from test_cli import Done, add_history, as_json, ok, one_line_error, run
 
 VOID = {"meta", "br", "img", "input", "link", "hr", "col", "area", "base", "wbr", "source"}
@@ -184,6 +186,28 @@ def test_long_histories_are_shown_per_week(store_url: str) -> None:
     assert sum(b.merged for b in data.finished) == 75
     assert sum(b.failed for b in data.finished) == 25
     assert all(datetime.fromisoformat(b.label).weekday() == 0 for b in data.finished)
+
+
+def test_histories_of_centuries_are_shown_per_year_or_more(store_url: str) -> None:
+    with StateStore(store_url) as store:
+        project = store.create_project("Old", "acme/old").id
+        ends = [datetime(year, 6, 1, tzinfo=UTC) for year in (1, 150, 5000, 9991, 9999)]
+        store.import_history(
+            [helpers.history_record(project_id=project, completed_at=end, duration_seconds=5) for end in ends]
+        )
+        data = collect(store)
+        recent = collect(store, since=datetime(9990, 1, 1, tzinfo=UTC))
+    assert data.finished_unit == "100 years"
+    assert len(data.finished) <= MAX_DAILY_BARS
+    assert [(b.label, b.merged) for b in data.finished if b.merged] == [
+        ("1", 1),
+        ("101", 1),
+        ("4901", 1),
+        ("9901", 2),
+    ]
+    assert recent.finished_unit == "year"
+    assert [b.label for b in recent.finished if b.merged] == ["9991", "9999"]
+    assert len(recent.finished) <= MAX_DAILY_BARS
 
 
 def test_durations_and_retries_are_binned(store_url: str) -> None:

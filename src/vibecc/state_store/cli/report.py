@@ -183,12 +183,24 @@ def _per_day(
     if span <= MAX_DAILY_BARS:
         days = [first + timedelta(days=i) for i in range(span)]
         return tuple(Bar(d.isoformat(), counts[(d, True)], counts[(d, False)]) for d in days), "day"
-    weekly: Counter[tuple[date, bool]] = Counter()
-    for (day, merged), n in counts.items():
-        weekly[(day - timedelta(days=day.weekday()), merged)] += n
     start = first - timedelta(days=first.weekday())
-    weeks = [start + timedelta(weeks=i) for i in range((last - start).days // 7 + 1)]
-    return tuple(Bar(w.isoformat(), weekly[(w, True)], weekly[(w, False)]) for w in weeks), "week"
+    if (last - start).days // 7 + 1 <= MAX_DAILY_BARS:
+        weekly: Counter[tuple[date, bool]] = Counter()
+        for (day, merged), n in counts.items():
+            weekly[(day - timedelta(days=day.weekday()), merged)] += n
+        weeks = [start + timedelta(weeks=i) for i in range((last - start).days // 7 + 1)]
+        return tuple(Bar(w.isoformat(), weekly[(w, True)], weekly[(w, False)]) for w in weeks), "week"
+    # Years, or tens, hundreds, ... of years: never more than MAX_DAILY_BARS bars (a history
+    # from year 1 to 9999 is 520,000 weeks).
+    step = 1
+    while (last.year - first.year) // step + 1 > MAX_DAILY_BARS:
+        step *= 10
+    grouped: Counter[tuple[int, bool]] = Counter()
+    for (day, merged), n in counts.items():
+        grouped[((day.year - first.year) // step, merged)] += n
+    spans = range((last.year - first.year) // step + 1)
+    bars = tuple(Bar(str(first.year + i * step), grouped[(i, True)], grouped[(i, False)]) for i in spans)
+    return bars, "year" if step == 1 else f"{step} years"
 
 
 def _board(pipelines: list[Pipeline], repos: dict[str, str]) -> dict[str, tuple[Card, ...]]:

@@ -86,6 +86,10 @@ _KPIS = (
 )
 
 
+DATED = ("day", "week")
+"""Units whose bars are labelled with a date (shown without its year)."""
+
+
 def render(data: ReportData) -> str:
     """The report as one HTML document."""
     per = data.finished_unit
@@ -97,7 +101,9 @@ def render(data: ReportData) -> str:
         f"<h1>{escape(data.title)}</h1>",
         f'<p class="sub">{escape(data.scope)} &middot; generated {escape(when(data.generated_at))} UTC</p>',
         _kpis(data.stats),
-        _panel("finished", f"Tickets finished per {per}", _chart(data.finished, dates=True)),
+        _panel(
+            "finished", f"Tickets finished per {per}", _chart(data.finished, dates=per in ("day", "week"))
+        ),
         '<div class="row">',
         _panel("durations", "How long tickets took", _chart(data.durations, width=460)),
         _panel("retries", "Retries per ticket (CI + review)", _chart(data.retries, width=460)),
