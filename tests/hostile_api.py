@@ -47,7 +47,7 @@ KNOWN_METHODS = frozenset(
         "claim_pipeline", "delete_pipeline", "save_to_history", "archive_pipeline", "get_history",
         "get_history_page", "get_history_record", "get_history_stats", "get_duration_percentiles",
         "count_history", "iter_history", "import_history", "prune_history", "count_pipelines",
-        "count_by_state", "get_timeline", "get_stage_stats",
+        "count_by_state", "get_timeline", "get_stage_stats", "get_timelines",
     }
 )  # fmt: skip
 """Methods the enumeration must find at least: an empty or broken enumeration fails."""
@@ -300,6 +300,7 @@ VALID: dict[str, Callable[[World], dict[str, Any]]] = {
     },
     "StateStore.count_history": _history_filters,
     "StateStore.iter_history": lambda w: {**_history_filters(w), "batch_size": 1},
+    "StateStore.get_timelines": lambda w: {"pipeline_ids": [w.queued.id, w.merged.id, w.history[0].id]},
     "StateStore.import_history": lambda w: {
         "records": list(w.fresh),
         "batch_size": 1000,

@@ -7,8 +7,9 @@ handed back in; text limits are the lengths of the models' columns.
 
 from __future__ import annotations
 
+import itertools
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
@@ -231,6 +232,16 @@ def identifier(field: str, value: Any) -> str:
     """An id as handed out by the store: a non-empty str no longer than the id columns (36), so
     every engine can compare and store it; unknown ids are NotFound, not invalid."""
     return text(field, value, max_chars=MAX_ID)
+
+
+def identifiers(field: str, value: Any, *, maximum: int) -> list[str]:
+    """Ids given as an iterable (never one str): at most `maximum` of them, each an identifier()."""
+    if isinstance(value, str | bytes | bytearray) or not isinstance(value, Iterable):
+        raise ValidationError(f"{field} must be an iterable of ids, got {type(value).__name__}")
+    found = list(itertools.islice(value, maximum + 1))
+    if len(found) > maximum:
+        raise ValidationError(f"{field} must hold at most {maximum:,} ids")
+    return [identifier(f"{field}[{i}]", item) for i, item in enumerate(found)]
 
 
 def optional_identifier(field: str, value: Any) -> str | None:

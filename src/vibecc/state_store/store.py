@@ -393,6 +393,20 @@ class StateStore:
             raise PipelineNotFoundError(f"no active pipeline or history record {pipeline_id}")
         return found
 
+    def get_timelines(self, pipeline_ids: Iterable[str]) -> dict[str, tuple[Transition, ...]]:
+        """The timelines of many pipelines or runs at once (an export's), each as get_timeline
+        gives it, read in one snapshot with one query per 1,000 ids.
+
+        Returns:
+            Every id given as a key; an id without transitions (unknown, or a run imported
+            without its timeline) maps to an empty tuple.
+
+        Raises:
+            ValidationError: not an iterable of ids (a single str is not), or more than MAX_BATCH.
+        """
+        ids = sorted(set(check.identifiers("pipeline_ids", pipeline_ids, maximum=MAX_BATCH)))
+        return self._db.read(lambda conn: transitions.of_pipelines(conn, ids), snapshot=True)
+
     def count_pipelines(self, project_id: str | None = None, state: PipelineState | str | None = None) -> int:
         """How many active pipelines there are, optionally of one project and/or state."""
         owner = check.optional_identifier("project_id", project_id)

@@ -21,6 +21,8 @@ from ..records import (
     Transition,
 )
 
+IDS_PER_STATEMENT = 1000
+"""Ids bound to one `IN (...)` statement: within every engine's parameter limit."""
 R = TypeVar("R", Project, Pipeline, PipelineHistory, DeletedProject, Transition)
 
 _STATES = {state.value: state for state in PipelineState}
