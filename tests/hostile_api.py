@@ -303,6 +303,7 @@ VALID: dict[str, Callable[[World], dict[str, Any]]] = {
     "StateStore.get_timelines": lambda w: {"pipeline_ids": [w.queued.id, w.merged.id, w.history[0].id]},
     "StateStore.import_history": lambda w: {
         "records": list(w.fresh),
+        "timelines": {w.fresh[0].id: helpers.timeline_of(w.fresh[0])},
         "batch_size": 1000,
         "progress": _progress,
     },

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
@@ -751,17 +751,32 @@ class StateStore:
                 return
 
     def import_history(
-        self, records: Iterable[PipelineHistory], *, batch_size: int = 1000, progress: Progress | None = None
+        self,
+        records: Iterable[PipelineHistory],
+        *,
+        timelines: Mapping[str, Sequence[Transition]] | None = None,
+        batch_size: int = 1000,
+        progress: Progress | None = None,
     ) -> ImportResult:
         """Add history records as they are (ids, timestamps); skip ids already present.
 
-        Each batch is one transaction and moves the kept stats with it.
+        Each batch is one transaction and moves the kept stats with it: the history totals,
+        and the stage histogram by the visits of the runs it adds.
+
+        Args:
+            timelines: the transitions of runs by id (as get_timelines gives them), stored with
+                the records that are added; a record skipped keeps its timeline, a run whose
+                id has transitions already (an active pipeline's) keeps those, and entries
+                for ids not among the records are not used. All are checked before anything
+                is written.
 
         Raises:
-            ValidationError: a record is not acceptable; earlier batches stay imported.
+            ValidationError: a timeline is not acceptable (nothing is written), or a record is
+                not (earlier batches stay imported).
         """
         check.integer("batch_size", batch_size, minimum=1, maximum=MAX_BATCH)
         check.callback("progress", progress)
+        given = {} if timelines is None else check.timelines("timelines", timelines)
         if isinstance(records, PipelineHistory | str | bytes) or not isinstance(records, Iterable):
             raise ValidationError(
                 f"records must be an iterable of PipelineHistory records, got {type(records).__name__}"
@@ -769,9 +784,14 @@ class StateStore:
         inserted = skipped = 0
         batch: list[PipelineHistory] = []
 
+        def add(conn: Connection) -> int:
+            added = history.insert(conn, batch)
+            transitions.insert_timelines(conn, [(r, given[r.id]) for r in added if r.id in given])
+            return len(_archived(conn, added))
+
         def flush() -> None:
             nonlocal inserted, skipped
-            added = len(self._db.write(lambda conn: history.insert(conn, batch)))
+            added = self._db.write(add)
             inserted += added
             skipped += len(batch) - added
             if progress is not None:

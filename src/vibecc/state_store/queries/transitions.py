@@ -4,14 +4,14 @@ made it, and read back as a timeline."""
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, delete, false, func, select
 
 from ..models import history, pipelines, transitions
-from ..records import Pipeline, PipelineState, Transition
+from ..records import Pipeline, PipelineHistory, PipelineState, Transition
 from . import rows
 
 _COLUMNS = [
@@ -75,6 +75,11 @@ _OF_PIPELINES = (
     )
     .where(transitions.c.pipeline_id.in_(bindparam("ids", expanding=True)))
     .order_by(transitions.c.pipeline_id, transitions.c.seq)
+)
+_HAVING_TRANSITIONS = (
+    select(transitions.c.pipeline_id)
+    .where(transitions.c.pipeline_id.in_(bindparam("ids", expanding=True)))
+    .distinct()
 )
 
 
@@ -145,6 +150,36 @@ def of_pipelines(conn: Connection, pipeline_ids: Sequence[str]) -> dict[str, tup
     return {
         pipeline_id: tuple(_timeline(found[pipeline_id], ends[pipeline_id])) if pipeline_id in ends else ()
         for pipeline_id in pipeline_ids
+    }
+
+
+def insert_timelines(conn: Connection, runs: Iterable[tuple[PipelineHistory, Sequence[Transition]]]) -> None:
+    """Store the timelines of these runs (checked by rules.timeline), under each run's project.
+    A run whose id has transitions already (an active pipeline of the same id) keeps those."""
+    given = {record.id: (record, timeline) for record, timeline in runs if timeline}
+    ids = sorted(given)
+    for start in range(0, len(ids), rows.IDS_PER_STATEMENT):
+        for (pipeline_id,) in conn.execute(
+            _HAVING_TRANSITIONS, {"ids": ids[start : start + rows.IDS_PER_STATEMENT]}
+        ):
+            del given[pipeline_id]
+    params = [_values(given[i][0], t) for i in ids if i in given for t in given[i][1]]
+    if params:
+        conn.execute(_INSERT, params)
+
+
+def _values(record: PipelineHistory, t: Transition) -> dict[str, Any]:
+    return {
+        "pipeline_id": record.id,
+        "seq": t.seq,
+        "project_id": record.project_id,
+        "from_state": None if t.from_state is None else PipelineState(t.from_state).value,
+        "to_state": PipelineState(t.to_state).value,
+        "at": t.at,
+        "retry_count_ci": t.retry_count_ci,
+        "retry_count_review": t.retry_count_review,
+        "feedback": t.feedback,
+        "reconstructed": t.reconstructed,
     }
 
 
