@@ -124,7 +124,9 @@ def _chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
 
 FORMATS = ("jsonl", "csv")
 MAX_LINE = 1 << 20
-"""Bytes in one line of an import (a record is at most a few KiB, even all escaped)."""
+"""Bytes in one line of an import. A record is at most a few KiB, even all escaped; its timeline
+adds about 200 bytes a transition plus the feedback texts, so a run whose transitions carry more
+than about 1 MiB of feedback exports a line that import refuses."""
 MAX_RECORD = 1 << 20
 """Bytes of one CSV record, which may span lines (newlines inside quoted titles)."""
 _BOM = b"\xef\xbb\xbf"
