@@ -35,6 +35,7 @@ from vibecc.state_store import (
     PipelineState,
     Project,
     StateStore,
+    Transition,
 )
 from vibecc.state_store.models import metadata
 from vibecc.state_store.queries import buckets
@@ -196,6 +197,32 @@ def history_record(
         started_at=completed_at - timedelta(seconds=duration_seconds),
         completed_at=completed_at,
         duration_seconds=duration_seconds,
+    )
+
+
+def timeline_of(
+    record: PipelineHistory, *between: PipelineState, feedback: str | None = None
+) -> tuple[Transition, ...]:
+    """A timeline for a history record: QUEUED at its start, then each state of `between`
+    (CODING and TESTING unless given) and its final state, evenly spaced up to its completion;
+    the last transition carries `feedback`."""
+    states = [PipelineState.QUEUED, *(between or (PipelineState.CODING, PipelineState.TESTING))]
+    states.append(PipelineState(record.final_state))
+    step = (record.completed_at - record.started_at) / len(states)
+    return tuple(
+        Transition(
+            pipeline_id=record.id,
+            seq=n + 1,
+            from_state=states[n - 1] if n else None,
+            to_state=state,
+            at=record.started_at + step * n,
+            retry_count_ci=min(n, record.total_retries_ci),
+            retry_count_review=0,
+            feedback=feedback if n == len(states) - 1 else None,
+            reconstructed=False,
+            seconds_in_state=None,
+        )
+        for n, state in enumerate(states)
     )
 
 

@@ -47,8 +47,8 @@ KNOWN_METHODS = frozenset(
         "claim_pipeline", "delete_pipeline", "save_to_history", "archive_pipeline", "get_history",
         "get_history_page", "get_history_record", "get_history_stats", "get_duration_percentiles",
         "count_history", "iter_history", "import_history", "prune_history", "count_pipelines",
-        "count_by_state", "get_timeline", "get_stage_stats", "changes_since", "wait_for_changes",
-        "change_cursor", "prune_changes",
+        "count_by_state", "get_timeline", "get_stage_stats", "get_timelines", "changes_since",
+        "wait_for_changes", "change_cursor", "prune_changes",
     }
 )  # fmt: skip
 """Methods the enumeration must find at least: an empty or broken enumeration fails."""
@@ -305,8 +305,10 @@ VALID: dict[str, Callable[[World], dict[str, Any]]] = {
     "StateStore.wait_for_changes": lambda w: {"cursor": 0, "timeout": 0.0},
     "StateStore.prune_changes": lambda w: {"keep": 10_000, "batch_size": 10},
     "StateStore.iter_history": lambda w: {**_history_filters(w), "batch_size": 1},
+    "StateStore.get_timelines": lambda w: {"pipeline_ids": [w.queued.id, w.merged.id, w.history[0].id]},
     "StateStore.import_history": lambda w: {
         "records": list(w.fresh),
+        "timelines": {w.fresh[0].id: helpers.timeline_of(w.fresh[0])},
         "batch_size": 1000,
         "progress": _progress,
     },

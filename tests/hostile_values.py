@@ -332,9 +332,10 @@ def conforms(value: object, hint: Any, *, argument: bool, strict_text: bool = Fa
         items = _items(value, origin)
         elements = [a for a in get_args(hint) if a is not Ellipsis] or [Any]
         return items is not None and all(again(item, elements[0]) for item in items)
-    if origin is dict:
+    if origin in (dict, abc.Mapping):
         key, item = get_args(hint) or (Any, Any)
-        return isinstance(value, dict) and all(again(k, key) and again(v, item) for k, v in value.items())
+        kind = dict if origin is dict else abc.Mapping
+        return isinstance(value, kind) and all(again(k, key) and again(v, item) for k, v in value.items())
     if origin is os.PathLike:
         return isinstance(value, os.PathLike) and isinstance(os.fspath(value), str)
     if origin is not None:

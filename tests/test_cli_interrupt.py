@@ -55,7 +55,7 @@ def _interrupt_meter_after(monkeypatch: pytest.MonkeyPatch, rows: int) -> None:
 
 def _interrupt_source_after(monkeypatch: pytest.MonkeyPatch, records: int) -> None:
     """Ctrl-C in the record source after it handed out `records` records."""
-    read = exchange.read_history
+    read = exchange.read_runs
 
     def interrupted_read(*args: Any, **kwargs: Any) -> Iterator[Any]:
         for n, record in enumerate(read(*args, **kwargs), start=1):
@@ -63,7 +63,7 @@ def _interrupt_source_after(monkeypatch: pytest.MonkeyPatch, records: int) -> No
             if n >= records:
                 raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli_exchange, "read_history", interrupted_read)
+    monkeypatch.setattr(cli_exchange, "read_runs", interrupted_read)
 
 
 @pytest.mark.parametrize("where", ["source", "progress"])
@@ -81,12 +81,12 @@ def test_ctrl_c_during_import_says_what_was_committed(
     else:
         original = StateStore.import_history
 
-        def import_history(self: StateStore, records: Any, *, batch_size: int, progress: Any) -> Any:
+        def import_history(self: StateStore, records: Any, *, progress: Any, **options: Any) -> Any:
             def interrupting(n: int) -> None:
                 progress(n)
                 raise KeyboardInterrupt
 
-            return original(self, records, batch_size=batch_size, progress=interrupting)
+            return original(self, records, progress=interrupting, **options)
 
         monkeypatch.setattr(StateStore, "import_history", import_history)
     result = run(target, "import", str(dump), "--batch-size", "3")

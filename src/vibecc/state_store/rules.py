@@ -7,8 +7,10 @@ handed back in; text limits are the lengths of the models' columns.
 
 from __future__ import annotations
 
+import itertools
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
@@ -17,7 +19,7 @@ from sqlalchemy import Column
 
 from .errors import ValidationError
 from .models import pipelines, projects
-from .records import Pipeline, PipelineHistory, PipelineState
+from .records import Pipeline, PipelineHistory, PipelineState, Transition
 
 
 def _length(column: Column[Any]) -> int:
@@ -240,6 +242,16 @@ def identifier(field: str, value: Any) -> str:
     return text(field, value, max_chars=MAX_ID)
 
 
+def identifiers(field: str, value: Any, *, maximum: int) -> list[str]:
+    """Ids given as an iterable (never one str): at most `maximum` of them, each an identifier()."""
+    if isinstance(value, str | bytes | bytearray) or not isinstance(value, Iterable):
+        raise ValidationError(f"{field} must be an iterable of ids, got {type(value).__name__}")
+    found = list(itertools.islice(value, maximum + 1))
+    if len(found) > maximum:
+        raise ValidationError(f"{field} must hold at most {maximum:,} ids")
+    return [identifier(f"{field}[{i}]", item) for i, item in enumerate(found)]
+
+
 def optional_identifier(field: str, value: Any) -> str | None:
     """None (no filter) or an id, as identifier() checks it."""
     return None if value is None else identifier(field, value)
@@ -380,3 +392,50 @@ def history_record(record: Any) -> PipelineHistory:
                 "history holds merged or failed pipelines only"
             )
     return record
+
+
+def timelines(field: str, value: Any) -> dict[str, tuple[Transition, ...]]:
+    """Timelines handed in by run id (import), each checked by timeline()."""
+    if not isinstance(value, Mapping):
+        raise ValidationError(f"{field} must map run ids to timelines, got {type(value).__name__}")
+    return {identifier(f"a run id of {field}", key): timeline(key, item) for key, item in value.items()}
+
+
+def timeline(run_id: str, value: Any) -> tuple[Transition, ...]:
+    """The transitions of one run handed in, as the store writes them: numbered 1, 2, ...; the
+    first from no state, each other from the state the one before entered, into another state;
+    times aware and never going back; counters and feedback as for pipelines. seconds_in_state
+    is derived from the times, so it is not looked at (and comes back None)."""
+    if isinstance(value, str | bytes | bytearray) or not isinstance(value, Sequence):
+        raise ValidationError(f"run {run_id} timeline must be a sequence of Transition records")
+    checked: list[Transition] = []
+    for index, item in enumerate(value):
+        where = f"run {run_id} timeline[{index}]"
+        before = checked[-1] if checked else None
+        if not isinstance(item, Transition):
+            raise ValidationError(f"{where} must be a Transition record, got {type(item).__name__}")
+        if item.pipeline_id != run_id:
+            raise ValidationError(f"{where}.pipeline_id is not the run's id: {_describe(item.pipeline_id)}")
+        if integer(f"{where}.seq", item.seq, minimum=1, maximum=MAX_INT32) != index + 1:
+            raise ValidationError(f"{where}.seq must be {index + 1} (1, 2, ... without gaps), got {item.seq}")
+        source = None if item.from_state is None else state(f"{where}.from_state", item.from_state)
+        if source != (None if before is None else before.to_state):
+            expected = (
+                "None (the first)" if before is None else f"{before.to_state.value!r} (the to_state before)"
+            )
+            raise ValidationError(f"{where}.from_state must be {expected}, got {_describe(item.from_state)}")
+        target = state(f"{where}.to_state", item.to_state)
+        if target == source:
+            raise ValidationError(f"{where}.to_state must differ from its from_state {target.value!r}")
+        at = timestamp(f"{where}.at", item.at)
+        if before is not None and at < before.at:
+            raise ValidationError(f"{where}.at must not be before the one before it, got {at.isoformat()}")
+        if not isinstance(item.reconstructed, bool):
+            raise ValidationError(
+                f"{where}.reconstructed must be a bool, got {_describe(item.reconstructed)}"
+            )
+        retry_count(f"{where}.retry_count_ci", item.retry_count_ci)
+        retry_count(f"{where}.retry_count_review", item.retry_count_review)
+        _optional(long_text)(f"{where}.feedback", item.feedback)
+        checked.append(replace(item, from_state=source, to_state=target, at=at, seconds_in_state=None))
+    return tuple(checked)

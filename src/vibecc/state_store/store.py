@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
@@ -421,6 +421,20 @@ class StateStore:
             raise PipelineNotFoundError(f"no active pipeline or history record {pipeline_id}")
         return found
 
+    def get_timelines(self, pipeline_ids: Iterable[str]) -> dict[str, tuple[Transition, ...]]:
+        """The timelines of many pipelines or runs at once (an export's), each as get_timeline
+        gives it, read in one snapshot with one query per 1,000 ids.
+
+        Returns:
+            Every id given as a key; an id without transitions (unknown, or a run imported
+            without its timeline) maps to an empty tuple.
+
+        Raises:
+            ValidationError: not an iterable of ids (a single str is not), or more than MAX_BATCH.
+        """
+        ids = sorted(set(check.identifiers("pipeline_ids", pipeline_ids, maximum=MAX_BATCH)))
+        return self._db.read(lambda conn: transitions.of_pipelines(conn, ids), snapshot=True)
+
     def count_pipelines(self, project_id: str | None = None, state: PipelineState | str | None = None) -> int:
         """How many active pipelines there are, optionally of one project and/or state."""
         owner = check.optional_identifier("project_id", project_id)
@@ -778,17 +792,32 @@ class StateStore:
                 return
 
     def import_history(
-        self, records: Iterable[PipelineHistory], *, batch_size: int = 1000, progress: Progress | None = None
+        self,
+        records: Iterable[PipelineHistory],
+        *,
+        timelines: Mapping[str, Sequence[Transition]] | None = None,
+        batch_size: int = 1000,
+        progress: Progress | None = None,
     ) -> ImportResult:
         """Add history records as they are (ids, timestamps); skip ids already present.
 
-        Each batch is one transaction and moves the kept stats with it.
+        Each batch is one transaction and moves the kept stats with it: the history totals,
+        and the stage histogram by the visits of the runs it adds.
+
+        Args:
+            timelines: the transitions of runs by id (as get_timelines gives them), stored with
+                the records that are added; a record skipped keeps its timeline, a run whose
+                id has transitions already (an active pipeline's) keeps those, and entries
+                for ids not among the records are not used. All are checked before anything
+                is written.
 
         Raises:
-            ValidationError: a record is not acceptable; earlier batches stay imported.
+            ValidationError: a timeline is not acceptable (nothing is written), or a record is
+                not (earlier batches stay imported).
         """
         check.integer("batch_size", batch_size, minimum=1, maximum=MAX_BATCH)
         check.callback("progress", progress)
+        given = {} if timelines is None else check.timelines("timelines", timelines)
         if isinstance(records, PipelineHistory | str | bytes) or not isinstance(records, Iterable):
             raise ValidationError(
                 f"records must be an iterable of PipelineHistory records, got {type(records).__name__}"
@@ -796,9 +825,16 @@ class StateStore:
         inserted = skipped = 0
         batch: list[PipelineHistory] = []
 
+        def add(conn: Connection) -> int:
+            added = history.insert(conn, batch)
+            transitions.insert_timelines(conn, [(r, given[r.id]) for r in added if r.id in given])
+            _archived(conn, added)
+            changes.log(conn, [Entry("history", r.id, r.project_id, "imported") for r in added], now())
+            return len(added)
+
         def flush() -> None:
             nonlocal inserted, skipped
-            added = len(self._db.write(_imported_batch(batch)))
+            added = self._db.write(add)
             inserted += added
             skipped += len(batch) - added
             if progress is not None:
@@ -952,15 +988,6 @@ def _prune_batch(conn: Connection, where: history.Filter, limit: int) -> list[Pi
     transitions.delete_of(conn, [record.id for record in gone])
     changes.log(conn, [Entry("history", r.id, r.project_id, "pruned") for r in gone], now())
     return gone
-
-
-def _imported_batch(batch: list[PipelineHistory]) -> Callable[[Connection], list[PipelineHistory]]:
-    def imported(conn: Connection) -> list[PipelineHistory]:
-        inserted = history.insert(conn, batch)
-        changes.log(conn, [Entry("history", r.id, r.project_id, "imported") for r in inserted], now())
-        return inserted
-
-    return imported
 
 
 def _archived(conn: Connection, inserted: list[PipelineHistory]) -> list[PipelineHistory]:

@@ -16,8 +16,18 @@ from typing import IO, TextIO
 import click
 
 from ..errors import StateStoreError, ValidationError
-from ..ops.exchange import FORMATS, HISTORY_FIELDS, csv_row, history_line, read_history
+from ..ops.exchange import (
+    FORMATS,
+    HISTORY_FIELDS,
+    Run,
+    csv_row,
+    history_line,
+    import_runs,
+    read_runs,
+    with_timelines,
+)
 from ..records import PipelineHistory
+from ..store import StateStore
 from . import common
 from .args import history_owner_id, project_option, window_options
 from .common import CommandFailed, Env, Interrupted, emit_json, interrupted, json_option, pass_env, say
@@ -37,9 +47,10 @@ def export(
     """Write history to stdout, oldest first, streaming: JSON Lines, or CSV with a header row.
 
     Either format goes back in with `import`, every field exactly (an empty CSV cell is a
-    missing PR). --project also takes a deleted project, by its id or its last repo. On a
-    terminal, control characters in CSV cells are shown escaped; into a file or a pipe they
-    are written as they are stored.
+    missing PR). JSON Lines also carry each run's timeline (its state transitions, under
+    "timeline"); CSV has no timelines. --project also takes a deleted project, by its id or
+    its last repo. On a terminal, control characters in CSV cells are shown escaped; into a
+    file or a pipe they are written as they are stored.
 
     \b
     Example:
@@ -51,7 +62,7 @@ def export(
     records = store.iter_history(project, since=since, until=until)
     with _utf8_stdout() as out, progress("exporting history", total) as meter:
         try:
-            _write(out, fmt, records, meter, terminal=common.stdout_is_terminal())
+            _write(out, fmt, store, records, meter, terminal=common.stdout_is_terminal())
         except (KeyboardInterrupt, StateStoreError) as exc:
             if not interrupted(exc):
                 raise
@@ -61,11 +72,17 @@ def export(
 
 
 def _write(
-    out: TextIO, fmt: str, records: Iterable[PipelineHistory], meter: Meter, *, terminal: bool
+    out: TextIO,
+    fmt: str,
+    store: StateStore,
+    records: Iterable[PipelineHistory],
+    meter: Meter,
+    *,
+    terminal: bool,
 ) -> None:
     if fmt == "jsonl":
-        for record in records:
-            out.write(history_line(record) + "\n")  # JSON escapes every control character
+        for record, timeline in with_timelines(store, records):
+            out.write(history_line(record, timeline) + "\n")  # JSON escapes every control character
             meter.add(1)
         return
     # RFC 4180 ends records with CRLF, and Python's csv module quotes a lone CR in a cell only
@@ -109,7 +126,9 @@ def _utf8_stdout() -> Iterator[TextIO]:
 def import_(env: Env, file: Path, fmt: str | None, batch_size: int, as_json: bool) -> None:
     """Add history from FILE as `export` writes it, JSON Lines or CSV (- reads stdin).
 
-    Records whose id is present already are skipped. A malformed line stops the import
+    JSON Lines bring each run's timeline with it (lines without one, from older exports,
+    add runs without a timeline); CSV carries no timelines. Records whose id is present
+    already are skipped, their timelines untouched. A malformed line stops the import
     naming its line; nothing of its batch is written, earlier batches stay. Into a database
     named with --db that does not exist yet, import creates a new store (and removes it
     again when the import fails before writing anything).
@@ -142,9 +161,9 @@ def _import(env: Env, source: IO[bytes], name: str, fmt: str | None, batch_size:
 
     with progress(f"importing {name}", None) as meter:
         try:
-            records = _counted(read_history(source, fmt, read=lambda done: meter.at(done, size)), meter)
+            runs = _counted(read_runs(source, fmt, read=lambda done: meter.at(done, size)), meter)
             store = env.store(create=env.explicit)
-            result = store.import_history(records, batch_size=batch_size, progress=count)
+            result = import_runs(store, runs, batch_size=batch_size, progress=count)
         except (KeyboardInterrupt, StateStoreError) as exc:
             if committed == 0:
                 env.discard_new_database()
@@ -177,7 +196,7 @@ def _size(source: IO[bytes]) -> int | None:
     return info.st_size if stat.S_ISREG(info.st_mode) and info.st_size else None
 
 
-def _counted(records: Iterable[PipelineHistory], meter: Meter) -> Iterator[PipelineHistory]:
-    for record in records:
+def _counted(runs: Iterable[Run], meter: Meter) -> Iterator[Run]:
+    for run in runs:
         meter.add(1)
-        yield record
+        yield run

@@ -3,6 +3,9 @@
 Timestamps are ISO-8601 in UTC with a +00:00 offset, states are their lower-case values, and
 keys are the record's field names in declaration order. History goes out and comes back in
 as JSON Lines or as CSV with the same fields (a header row, an empty cell for None), exactly.
+A JSON Lines record also carries its run's timeline: "timeline", an array of its transitions
+with the fields of TIMELINE_FIELDS (seconds_in_state is derived from the times, so left out).
+Lines without "timeline" (exports made before it) are runs without a timeline; CSV has none.
 """
 
 from __future__ import annotations
@@ -15,13 +18,14 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import fields
 from datetime import UTC, datetime
 from enum import Enum
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from .. import rules as check
 from ..errors import ValidationError
 from ..records import (
     DurationPercentiles,
     HistoryStats,
+    ImportResult,
     Pipeline,
     PipelineHistory,
     PipelineState,
@@ -30,7 +34,16 @@ from ..records import (
     Transition,
 )
 
+if TYPE_CHECKING:
+    from ..store import Progress, StateStore
+
 HISTORY_FIELDS = tuple(f.name for f in fields(PipelineHistory))
+TIMELINE_FIELDS = tuple(
+    f.name for f in fields(Transition) if f.name not in ("pipeline_id", "seconds_in_state")
+)
+"""The fields of a transition in a JSON Lines record's "timeline" (the run's id is the record's)."""
+Run = tuple[PipelineHistory, tuple[Transition, ...] | None]
+"""A history record and its timeline (None: the line had none, or the format has none)."""
 _TEXT = ("id", "project_id", "ticket_id", "ticket_title", "branch_name")
 _COUNTS = ("total_retries_ci", "total_retries_review", "duration_seconds")
 _MOMENTS = ("started_at", "completed_at")
@@ -65,14 +78,55 @@ def stats_dict(stats: HistoryStats, percentiles: DurationPercentiles) -> dict[st
     }
 
 
-def history_line(record: PipelineHistory) -> str:
-    """One line of a JSON Lines export."""
-    return json.dumps(to_dict(record), separators=(",", ":"))
+def history_line(record: PipelineHistory, timeline: Iterable[Transition] | None = None) -> str:
+    """One line of a JSON Lines export, with the run's timeline when one is given."""
+    data = to_dict(record)
+    if timeline is not None:
+        data["timeline"] = [{name: plain(getattr(t, name)) for name in TIMELINE_FIELDS} for t in timeline]
+    return json.dumps(data, separators=(",", ":"))
+
+
+def with_timelines(store: StateStore, records: Iterable[PipelineHistory], chunk: int = 1000) -> Iterator[Run]:
+    """Each record with its timeline, read with one get_timelines call per `chunk` records
+    (a run pruned between the two reads comes with an empty timeline)."""
+    for part in _chunks(records, chunk):
+        found = store.get_timelines(record.id for record in part)
+        yield from ((record, found[record.id]) for record in part)
+
+
+def import_runs(
+    store: StateStore, runs: Iterable[Run], *, batch_size: int = 1000, progress: Progress | None = None
+) -> ImportResult:
+    """import_history of records with their timelines, one call (one transaction) per batch, so
+    only a batch's timelines are held at once. Where an id comes twice in a batch, the first
+    record is the one imported, and its timeline with it."""
+    inserted = skipped = 0
+    for batch in _chunks(runs, batch_size):
+        timelines: dict[str, tuple[Transition, ...] | None] = {}
+        for record, timeline in batch:
+            timelines.setdefault(record.id, timeline)
+        done = store.import_history(
+            [record for record, _ in batch],
+            timelines={key: timeline for key, timeline in timelines.items() if timeline},
+            batch_size=batch_size,
+            progress=progress,
+        )
+        inserted, skipped = inserted + done.inserted, skipped + done.skipped
+    return ImportResult(inserted, skipped)
+
+
+def _chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    check.integer("batch_size", size, minimum=1)
+    iterator = iter(items)
+    while part := list(itertools.islice(iterator, size)):
+        yield part
 
 
 FORMATS = ("jsonl", "csv")
 MAX_LINE = 1 << 20
-"""Bytes in one line of an import (a record is at most a few KiB, even all escaped)."""
+"""Bytes in one line of an import. A record is at most a few KiB, even all escaped; its timeline
+adds about 200 bytes a transition plus the feedback texts, so a run whose transitions carry more
+than about 1 MiB of feedback exports a line that import refuses."""
 MAX_RECORD = 1 << 20
 """Bytes of one CSV record, which may span lines (newlines inside quoted titles)."""
 _BOM = b"\xef\xbb\xbf"
@@ -91,9 +145,16 @@ def csv_row(record: PipelineHistory) -> list[str]:
 def read_history(
     source: IO[bytes], fmt: str | None = None, *, read: Callable[[int], None] | None = None
 ) -> Iterator[PipelineHistory]:
+    """The history records of an export, without their timelines (see read_runs)."""
+    return (record for record, _ in read_runs(source, fmt, read=read))
+
+
+def read_runs(
+    source: IO[bytes], fmt: str | None = None, *, read: Callable[[int], None] | None = None
+) -> Iterator[Run]:
     """Parse an export lazily: JSON Lines or CSV as `export` writes them, the format given by
     `fmt` or told from the first line that is not blank. A UTF-8 BOM is ignored; blank lines
-    are skipped.
+    are skipped. Each record comes with its timeline, or None without one (CSV, older lines).
 
     Args:
         read: called with the bytes read so far, after each line.
@@ -116,7 +177,7 @@ def read_history(
     numbered = itertools.chain(head, lines)
     if (fmt or detected) == "jsonl":
         return _read_jsonl(numbered)
-    return _read_csv(numbered, guessed=fmt is None)
+    return ((record, None) for record in _read_csv(numbered, guessed=fmt is None))
 
 
 def _lines(source: IO[bytes], read: Callable[[int], None] | None) -> Iterator[tuple[int, bytes]]:
@@ -134,13 +195,13 @@ def _lines(source: IO[bytes], read: Callable[[int], None] | None) -> Iterator[tu
         yield number, raw[len(_BOM) :] if number == 1 and raw.startswith(_BOM) else raw
 
 
-def _read_jsonl(lines: Iterable[tuple[int, bytes]]) -> Iterator[PipelineHistory]:
+def _read_jsonl(lines: Iterable[tuple[int, bytes]]) -> Iterator[Run]:
     for number, raw in lines:
         if not raw.strip():
             continue
         try:
             data = json.loads(raw.decode("utf-8"))
-            record = history_from_dict(data)
+            record = run_from_dict(data)
         except UnicodeDecodeError:
             raise ValidationError(f"line {number}: not UTF-8 text") from None
         except json.JSONDecodeError as exc:
@@ -231,7 +292,13 @@ def _shown(value: Any) -> str:
 
 
 def history_from_dict(data: Any) -> PipelineHistory:
-    """A history record from its JSON form (exactly the fields of PipelineHistory).
+    """A history record from its JSON form (its timeline, if any, checked and left out)."""
+    return run_from_dict(data)[0]
+
+
+def run_from_dict(data: Any) -> Run:
+    """A history record from its JSON form (exactly the fields of PipelineHistory) and its
+    timeline, when the object has "timeline".
 
     Raises:
         ValidationError: a field is missing, unknown, of the wrong type or not acceptable.
@@ -239,7 +306,7 @@ def history_from_dict(data: Any) -> PipelineHistory:
     if not isinstance(data, dict):
         raise ValidationError(f"expected a JSON object, got {type(data).__name__}")
     missing = [name for name in HISTORY_FIELDS if name not in data]
-    unknown = sorted(set(data) - set(HISTORY_FIELDS))
+    unknown = sorted(set(data) - {*HISTORY_FIELDS, "timeline"})
     if missing or unknown:
         parts = ([f"missing {', '.join(missing)}"] if missing else []) + (
             [f"unknown {', '.join(unknown)}"] if unknown else []
@@ -260,8 +327,47 @@ def history_from_dict(data: Any) -> PipelineHistory:
         raise ValidationError(f"final_state {_shown(data['final_state'])} is not a pipeline state") from None
     if not state.is_terminal:
         raise ValidationError(f"final_state must be merged or failed in history, got {state.value!r}")
-    values = {**data, "final_state": state, **{name: _moment(name, data[name]) for name in _MOMENTS}}
-    return check.history_record(PipelineHistory(**values))
+    values = {name: data[name] for name in HISTORY_FIELDS}
+    values.update(final_state=state, **{name: _moment(name, data[name]) for name in _MOMENTS})
+    record = check.history_record(PipelineHistory(**values))
+    return record, None if "timeline" not in data else _timeline(record.id, data["timeline"])
+
+
+def _timeline(run_id: str, data: Any) -> tuple[Transition, ...]:
+    """The "timeline" of a JSON Lines record: JSON types checked here, the rest by rules.timeline."""
+    if not isinstance(data, list):
+        raise ValidationError(f"run {run_id} timeline must be a JSON array, got {_shown(data)}")
+    found = []
+    for index, item in enumerate(data):
+        where = f"run {run_id} timeline[{index}]"
+        if not isinstance(item, dict):
+            raise ValidationError(f"{where} must be a JSON object, got {_shown(item)}")
+        # What to_dict(Transition) adds: the run's id (checked against it) and a derived figure.
+        missing = [name for name in TIMELINE_FIELDS if name not in item]
+        unknown = sorted(set(item) - {*TIMELINE_FIELDS, "pipeline_id", "seconds_in_state"})
+        if missing or unknown:
+            parts = ([f"missing {', '.join(missing)}"] if missing else []) + (
+                [f"unknown {_shown(', '.join(unknown))}"] if unknown else []
+            )
+            raise ValidationError(f"{where} is not a transition ({'; '.join(parts)})")
+        for name in ("seq", "retry_count_ci", "retry_count_review"):
+            _expect(f"{where}.{name}", item[name], int)
+        for name, nullable in (
+            ("pipeline_id", False),
+            ("from_state", True),
+            ("to_state", False),
+            ("feedback", True),
+        ):
+            if name in item and not (nullable and item[name] is None):
+                _expect(f"{where}.{name}", item[name], str)
+        if not isinstance(item["reconstructed"], bool):
+            raise ValidationError(
+                f"{where}.reconstructed must be JSON true or false, got {_shown(item['reconstructed'])}"
+            )
+        values = {name: item[name] for name in TIMELINE_FIELDS}
+        values.update(pipeline_id=item.get("pipeline_id", run_id), at=_moment(f"{where}.at", item["at"]))
+        found.append(Transition(**values, seconds_in_state=None))
+    return check.timeline(run_id, found)
 
 
 def _expect(name: str, value: Any, kind: type) -> None:

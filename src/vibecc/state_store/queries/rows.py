@@ -22,6 +22,8 @@ from ..records import (
     Transition,
 )
 
+IDS_PER_STATEMENT = 1000
+"""Ids bound to one `IN (...)` statement: within every engine's parameter limit."""
 R = TypeVar("R", Project, Pipeline, PipelineHistory, DeletedProject, Transition, Change)
 
 _STATES = {state.value: state for state in PipelineState}

@@ -74,12 +74,9 @@ def visits_of_runs(conn: Connection, records: Sequence[PipelineHistory]) -> list
     completed = {r.id: r.completed_at for r in records}
     ids = sorted(completed)
     found: list[Any] = []
-    for start in range(0, len(ids), _IDS_PER_STATEMENT):  # within every engine's parameter limit
-        found += conn.execute(_RUNS_TRANSITIONS, {"ids": ids[start : start + _IDS_PER_STATEMENT]}).all()
+    for start in range(0, len(ids), rows.IDS_PER_STATEMENT):
+        found += conn.execute(_RUNS_TRANSITIONS, {"ids": ids[start : start + rows.IDS_PER_STATEMENT]}).all()
     return _visits(found, completed)
-
-
-_IDS_PER_STATEMENT = 1000
 
 
 _RUNS_TRANSITIONS = (
