@@ -173,7 +173,12 @@ def test_write_calls_begin_through_sqlalchemy_and_commit_once(store: StateStore)
         assert seen.before[0] == "BEGIN IMMEDIATE"
     else:
         assert not [s for s in seen.before if s.upper().startswith("BEGIN")]
-    assert seen.before[-1].startswith("INSERT INTO projects")
+    # The project, then its change: the counter moved and the change inserted, last.
+    assert [s.split(" (")[0].split(" SET ")[0] for s in seen.before[-3:]] == [
+        "INSERT INTO projects",
+        "UPDATE change_counter",
+        "INSERT INTO changes",
+    ]
     assert seen.commits == 1
     assert seen.rollbacks == 0
 
