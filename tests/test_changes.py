@@ -23,6 +23,7 @@ from vibecc.state_store import (
     StateStore,
     ValidationError,
 )
+from vibecc.state_store.models import changes as changes_table
 
 if TYPE_CHECKING:
     from tests import helpers
@@ -337,3 +338,44 @@ def test_concurrent_writers_and_a_following_reader_agree_on_one_gapless_order(st
     assert len(final) == writers * per_writer * 2
     assert [c.seq for c in final] == list(range(start + 1, start + 1 + len(final)))
     assert seen == final
+
+
+def test_many_waiting_threads_share_one_connection_and_leave_the_pool_to_writers(
+    store_url: str,
+) -> None:
+    """Twice as many waiters as the pool has connections: a write still gets one at once
+    and wakes them all."""
+    with StateStore(store_url, pool_size=2, max_overflow=0, pool_timeout=5) as store:
+        project = store.create_project("Many", "acme/many")
+        head = store.change_cursor()
+        woke: list[bool] = []
+        waiters = [
+            threading.Thread(target=lambda: woke.append(store.wait_for_changes(head, timeout=120)))
+            for _ in range(4)
+        ]
+        for waiter in waiters:
+            waiter.start()
+        time.sleep(0.3)
+        store.create_pipeline(project.id, 1, "t", "b")  # StorageError if waiters held the pool
+        for waiter in waiters:
+            waiter.join(60)
+        assert woke == [True] * 4
+
+
+def test_prune_by_age_stops_at_the_first_change_written_at_or_after_the_cut(
+    store: StateStore, project: Project
+) -> None:
+    """A change's time is its writer's clock before commit: a later number may carry an
+    earlier time. Such a change, and those after it, are kept."""
+    cut = datetime.now(UTC)
+    slow = store.create_pipeline(project.id, 1, "t", "b")
+    fast = store.create_pipeline(project.id, 2, "t", "b")
+    head = store.change_cursor()
+    with store.database.engine.begin() as conn:
+        # The first stamped after the cut; the next, numbered after it, stamped before.
+        for seq, at in ((head - 1, cut + timedelta(seconds=1)), (head, cut - timedelta(seconds=1))):
+            conn.execute(changes_table.update().where(changes_table.c.seq == seq), {"at": at})
+
+    assert store.prune_changes(before=cut) == head - 2  # the project's creation, and no more
+
+    assert [c.entity_id for c in log(store, head - 2)] == [slow.id, fast.id]

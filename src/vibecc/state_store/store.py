@@ -929,20 +929,18 @@ class StateStore:
         check.integer("cursor", cursor, minimum=0)
         wait = check.wait_seconds("timeout", timeout)
 
-        def ready(conn: Connection) -> bool:
-            last, _ = changes.head(conn)
-            if cursor > last:
-                _check_cursor(cursor, last, 0)
-            return last > cursor
-
-        return self._db.wait(ready, wait, changes.CHANNEL)
+        last = self._db.read(lambda conn: changes.head(conn)[0])
+        if cursor > last:
+            _check_cursor(cursor, last, 0)
+        return self._db.wait(lambda conn: changes.head(conn)[0], cursor, wait, changes.CHANNEL)
 
     def prune_changes(
         self, *, before: datetime | None = None, keep: int | None = None, batch_size: int = 10_000
     ) -> int:
-        """Remove old changes from the log: those written before `before`, or all but the
-        newest `keep`; one of the two. Each batch is its own transaction. Readers whose cursor
-        falls in the removed part get CursorExpiredError and resynchronise.
+        """Remove old changes from the log: those written before `before` (oldest first, up to
+        the first one written at or after it), or all but the newest `keep`; one of the two.
+        Each batch is its own transaction. Readers whose cursor falls in the removed part get
+        CursorExpiredError and resynchronise.
 
         Returns:
             The changes removed.
@@ -1000,7 +998,7 @@ def _prune_target(conn: Connection, before: datetime | None, keep: int | None) -
     """The newest change prune_changes removes: the last written before `before`, or the
     last but `keep`."""
     if before is not None:
-        return changes.last_before(conn, before)
+        return changes.through_before(conn, before)
     return changes.head(conn)[0] - (keep or 0)
 
 

@@ -26,6 +26,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from ..errors import StateStoreError, StorageError, translate
 from .dialects import EngineOptions, dialect_for
 from .urls import describe
+from .watch import CommitWatch
 
 T = TypeVar("T")
 Work = Callable[[Connection], T]
@@ -55,6 +56,7 @@ class Database:
         # statement or commits.
         self._interrupting = False
         self._local = threading.local()  # .calls: this thread's calls in progress (write flags)
+        self._watch = CommitWatch()
         self.dialect = dialect_for(url, options)
         self.engine = self.dialect.create_engine()
         event.listen(self.engine, "before_cursor_execute", self._before_statement)
@@ -94,28 +96,36 @@ class Database:
         `unique` and `foreign_key` are raised when the call breaks such a constraint."""
         return self._call(work, kind="write", unique=unique, foreign_key=foreign_key)
 
-    def wait(self, ready: Work[bool], timeout: float, channel: str) -> bool:
-        """Wait until `ready` (a read) is true or `timeout` seconds pass; False on the timeout
-        or when the store is being closed. `ready` runs at once, then each time the engine
-        tells of a commit by another connection (SQLite: PRAGMA data_version; PostgreSQL: a
-        notification on `channel`) and at least every WAIT_POLL seconds. The connection stays
-        outside any transaction meanwhile, so it holds back no cleanup and no checkpoint."""
+    def wait(self, head: Work[int], cursor: int, timeout: float, channel: str) -> bool:
+        """Wait until `head` (a read of the change log's last number) passes `cursor`, or
+        `timeout` seconds pass (False; also when the store is being closed).
+
+        The head is read at once, then each time the engine tells of a commit by another
+        connection (SQLite: PRAGMA data_version; PostgreSQL: a notification on `channel`) and
+        at least every few hundred ms. One connection watches for all the threads of this
+        store that wait (db/watch.py), outside any transaction, so waiters never take the
+        pool from writers and hold back no cleanup or checkpoint.
+        """
         deadline = time.monotonic() + timeout
+        if self._watch.publish(self.read(head)) > cursor:
+            return True
         if self.dialect.shared_connection:
             # ":memory:" is one connection for every thread: holding it would keep writers out.
-            while not self.read(ready):
+            while self._watch.publish(self.read(head)) <= cursor:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or self._closed:
                     return False
                 time.sleep(min(remaining, WAIT_POLL))
             return True
 
-        def waiting(conn: Connection) -> bool:
-            return self.dialect.wait_for_commit(
-                conn, lambda: ready(conn), deadline, lambda: self._closed, channel
-            )
+        def watch(until: float) -> bool:
+            def watching(conn: Connection) -> bool:
+                passed = lambda: self._watch.publish(head(conn)) > cursor  # noqa: E731
+                return self.dialect.wait_for_commit(conn, passed, until, lambda: self._closed, channel)
 
-        return self._call(waiting, kind="idle")
+            return self._call(watching, kind="idle")
+
+        return self._watch.wait_past(cursor, deadline, lambda: self._closed, watch)
 
     @contextmanager
     def translating(self) -> Iterator[None]:

@@ -55,7 +55,7 @@ _SINCE = (
     .limit(bindparam("limit"))
 )
 _SINCE_OF_PROJECT = _SINCE.where(changes.c.project_id == bindparam("project_id"))
-_LAST_BEFORE = select(func.max(changes.c.seq)).where(changes.c.at < bindparam("before"))
+_FIRST_NOT_BEFORE = select(func.min(changes.c.seq)).where(changes.c.at >= bindparam("before"))
 _DELETE_THROUGH = delete(changes).where(changes.c.seq <= bindparam("through"))
 _MARK_PRUNED = (
     update(change_counter)
@@ -93,10 +93,15 @@ def since(conn: Connection, cursor: int, limit: int, project_id: str | None) -> 
     return [rows.change(row) for row in conn.execute(statement, params)]
 
 
-def last_before(conn: Connection, before: datetime) -> int:
-    """The number of the newest change written before `before` (0 when none)."""
-    found = conn.execute(_LAST_BEFORE, {"before": before}).scalar()
-    return 0 if found is None else rows.stored_int("changes.seq", found)
+def through_before(conn: Connection, before: datetime) -> int:
+    """The last number up to which every change was written before `before`. A change's time
+    is its writer's clock before its commit, so a change numbered later may carry an earlier
+    time than one before it: the prune stops at the first change written at or after
+    `before`, and none of those is removed."""
+    found = conn.execute(_FIRST_NOT_BEFORE, {"before": before}).scalar()
+    if found is None:
+        return head(conn)[0]
+    return rows.stored_int("changes.seq", found) - 1
 
 
 def prune_through(conn: Connection, through: int) -> int:
