@@ -22,6 +22,7 @@ from vibecc.state_store import (
     StaleVersionError,
     StateStore,
     ValidationError,
+    copy_store,
 )
 from vibecc.state_store.models import changes as changes_table
 
@@ -379,3 +380,37 @@ def test_prune_by_age_stops_at_the_first_change_written_at_or_after_the_cut(
     assert store.prune_changes(before=cut) == head - 2  # the project's creation, and no more
 
     assert [c.entity_id for c in log(store, head - 2)] == [slow.id, fast.id]
+
+
+def test_a_copy_starts_the_targets_log_again_and_expires_its_cursors(
+    store: StateStore, project: Project, fresh_db: Any
+) -> None:
+    store.create_pipeline(project.id, 1, "t", "b")
+    with StateStore(fresh_db()) as target:
+        # A target whose tables are empty again but whose log has changes and a follower.
+        [record] = helpers.import_at(target, project.id, [0])
+        target.prune_history(before=record.completed_at + timedelta(seconds=1))
+        follower = target.change_cursor()
+        assert follower == 2
+
+        copy_store(store, target)
+
+        with pytest.raises(CursorExpiredError, match="older than the change log"):
+            target.changes_since(follower)
+        assert target.wait_for_changes(follower, timeout=0) is True  # wakes it to resynchronise
+        start = target.change_cursor()
+        assert start == follower + 1
+        assert target.changes_since(start).changes == ()
+        pipeline = target.create_pipeline(project.id, 2, "t", "b")
+        assert shape(log(target, start)) == [("pipeline", pipeline.id, "created", 1)]
+
+
+def test_closing_a_memory_store_ends_its_waits_with_false() -> None:
+    store = StateStore(":memory:")
+    result: list[object] = []
+    waiter = threading.Thread(target=lambda: result.append(store.wait_for_changes(0, timeout=600)))
+    waiter.start()
+    time.sleep(0.2)
+    store.close()
+    waiter.join(30)
+    assert result == [False]

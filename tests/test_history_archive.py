@@ -183,3 +183,24 @@ def test_get_history_record_unknown_raises(store: StateStore, project: Project) 
 
     with pytest.raises(HistoryNotFoundError, match=missing):
         store.get_history_record(missing)
+
+
+def test_an_archive_whose_saved_record_is_pruned_meanwhile_writes_nothing(
+    store: StateStore, project: Project, store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL, READ COMMITTED: the insert finds the record saved before (so inserts
+    nothing), then a prune commits its deletion before the archive reads it back. The
+    archive is refused as stale, with nothing written, never an AssertionError or None."""
+    from vibecc.state_store.queries import history as history_queries
+
+    pipeline = helpers.finished(store, project, 1)
+    store.save_to_history(pipeline)
+    before = helpers.snapshot(store_url)
+    monkeypatch.setattr(history_queries, "by_id", lambda conn, history_id: None)
+
+    with pytest.raises(StaleVersionError, match="pruned during the archive; nothing written"):
+        store.archive_pipeline(pipeline.id)
+
+    monkeypatch.undo()
+    assert helpers.snapshot(store_url) == before
+    assert store.get_pipeline(pipeline.id) == pipeline

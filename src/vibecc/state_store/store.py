@@ -638,7 +638,13 @@ class StateStore:
             inserted = _archived(conn, history.insert(conn, [rows.history_from_pipeline(taken, stamp)]))
             changes.log(conn, _moved_to_history(taken.id, taken.project_id, bool(inserted)), stamp)
             found = inserted[0] if inserted else history.by_id(conn, pipeline_id)
-            assert found is not None  # noqa: S101 (narrows the type: the row was just inserted or kept)
+            if found is None:
+                # PostgreSQL: the record it was saved to before was pruned by a prune that
+                # committed between the insert (which found it) and this read.
+                raise StaleVersionError(
+                    f"pipeline {pipeline_id}'s history record was pruned during the archive; "
+                    "nothing written, archive it again"
+                )
             return found
 
         return self._db.write(archive)

@@ -111,12 +111,15 @@ class Database:
             return True
         if self.dialect.shared_connection:
             # ":memory:" is one connection for every thread: holding it would keep writers out.
-            while self._watch.publish(self.read(head)) <= cursor:
+            while True:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or self._closed:
                     return False
                 time.sleep(min(remaining, WAIT_POLL))
-            return True
+                if self._closed:
+                    return False
+                if self._watch.publish(self.read(head)) > cursor:
+                    return True
 
         def watch(until: float) -> bool:
             def watching(conn: Connection) -> bool:

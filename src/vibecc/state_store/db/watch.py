@@ -28,11 +28,13 @@ class CommitWatch:
         self._watching = False
 
     def publish(self, head: int) -> int:
-        """Record a head just read (waking every waiter it passes); returns it."""
+        """Record a head just read (waking every waiter it passes); returns it. The newest
+        read wins, even when lower: a log that was started again (its table replaced under
+        an open store) must not keep answering from the old one's head."""
         with self._changed:
             if head > self._head:
-                self._head = head
                 self._changed.notify_all()
+            self._head = head
         return head
 
     def wait_past(

@@ -31,7 +31,7 @@ from ..models import (
     stage_histogram,
     transitions,
 )
-from ..queries import rows, stats
+from ..queries import changes, rows, stats
 from ..store import MAX_BATCH, StateStore
 
 COPIED = (projects, pipelines, history, deleted_projects, transitions, stage_histogram)
@@ -90,8 +90,9 @@ def copy_store(
     keeping ids, versions and timestamps exactly.
 
     The target is migrated first and must be empty. Memory stays bounded by `batch_size`.
-    The change log is not copied: the target's log records what is written to the target
-    from then on, so its readers start from its tables (change_cursor(), then changes_since).
+    The change log is not copied: the target's log starts again, empty, and every cursor
+    given out on the target before expires (CursorExpiredError), so its readers start from its
+    tables (change_cursor(), then changes_since).
 
     Raises:
         TargetNotEmptyError: the target holds data; nothing was written.
@@ -117,7 +118,9 @@ def copy_store(
             # Verified inside the target's transaction: a copy that does not match is rolled
             # back and the target stays empty.
             target_sums = {table.name: _checksum(target_conn, table) for table in VERIFIED}
-            return _report(src, dst, source_sums, target_sums)
+            report = _report(src, dst, source_sums, target_sums)
+            changes.restart(target_conn)  # last: the counter row is held until the commit
+            return report
 
         report = dst.database.write(copy)
     return report

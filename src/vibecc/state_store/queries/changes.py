@@ -104,6 +104,21 @@ def through_before(conn: Connection, before: datetime) -> int:
     return rows.stored_int("changes.seq", found) - 1
 
 
+_RESTART = (
+    update(change_counter)
+    .where(_C.id == 1)
+    .values(last_seq=_C.last_seq + 1, pruned_through=_C.last_seq + 1)
+    .returning(_C.last_seq)
+)
+
+
+def restart(conn: Connection) -> int:
+    """Empty the log and expire every cursor given out before (a copy wrote the tables
+    without logging): a reader then resynchronises from the tables. The new cursor."""
+    conn.execute(delete(changes))
+    return rows.stored_int("change_counter.last_seq", conn.execute(_RESTART).scalar_one())
+
+
 def prune_through(conn: Connection, through: int) -> int:
     """Delete the changes numbered up to `through`; the rows deleted."""
     deleted = conn.execute(_DELETE_THROUGH, {"through": through}).rowcount
