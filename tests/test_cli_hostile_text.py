@@ -88,6 +88,15 @@ SCENARIOS: dict[str, list[tuple[str, ...]]] = {
         ("@tty", "--keep-days", "0", "--project", "acme/gone"),
         ("--before", "{H}"),
     ],
+    "changes": [
+        (),
+        ("--json",),
+        ("--project", "{orphan}"),
+        ("--project", "acme/gone"),
+        ("--project", "{H}"),
+        ("--since", "{H}"),
+        ("--since", "999999"),
+    ],
     "export": [(), ("--format", "csv"), ("--project", "{orphan}", "--format", "csv"), ("--project", "{H}")],
     "import": [
         ("{good}",),
