@@ -59,7 +59,15 @@ SCENARIOS: dict[str, list[tuple[str, ...]]] = {
         ("{H}", "--name", "x"),
     ],
     "projects delete": [("acme/web",), ("acme/web", "--yes"), ("@tty", "acme/web"), ("{H}",)],
-    "pipelines list": [(), ("--board",), ("--flat",), ("--json",), ("--project", "{H}"), ("--state", "{H}")],
+    "pipelines list": [
+        (),
+        ("--board",),
+        ("--flat",),
+        ("--json",),
+        ("--project", "{H}"),
+        ("--state", "{H}"),
+        ("--watch", "--json"),
+    ],
     "pipelines show": [
         ("{pipeline}",),
         ("{pipeline}", "--json"),
