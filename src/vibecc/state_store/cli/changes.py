@@ -3,9 +3,13 @@ watching behind `pipelines list --watch`."""
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from types import FrameType
 from typing import Any
 
 import click
@@ -146,13 +150,39 @@ class _Reader:
         while limit is None or self.shown < limit:
             size = PAGE if limit is None else min(PAGE, limit - self.shown)
             page = self.store.changes_since(self.cursor, limit=size, project_id=self.project)
-            self.output.batch(page.changes)
-            self.shown += len(page.changes)
-            self.cursor = page.next_cursor
+            with _interrupts_held():
+                self.output.batch(page.changes)
+                self.shown += len(page.changes)
+                self.cursor = page.next_cursor
             if len(page.changes) < size:  # read up to the newest change
                 if not follow:
                     return
                 self.store.wait_for_changes(self.cursor, timeout=WAIT_SECONDS)
+
+
+@contextmanager
+def _interrupts_held() -> Iterator[None]:
+    """Hold a Ctrl-C back until the block is done, so that a batch printed and the cursor
+    after it go together: the cursor told at the interruption then has no gap behind it and
+    no change shown twice ahead of it. A second Ctrl-C interrupts at once (a write blocked on
+    a reader that stopped reading)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread receives signals
+        return
+    held: list[int] = []
+
+    def hold(number: int, frame: FrameType | None) -> None:
+        if held:
+            raise KeyboardInterrupt
+        held.append(number)
+
+    previous = signal.signal(signal.SIGINT, hold)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if held:
+        raise KeyboardInterrupt
 
 
 def _expired(env: Env, store: StateStore, cursor: int) -> str:
