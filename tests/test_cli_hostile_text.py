@@ -59,7 +59,15 @@ SCENARIOS: dict[str, list[tuple[str, ...]]] = {
         ("{H}", "--name", "x"),
     ],
     "projects delete": [("acme/web",), ("acme/web", "--yes"), ("@tty", "acme/web"), ("{H}",)],
-    "pipelines list": [(), ("--board",), ("--flat",), ("--json",), ("--project", "{H}"), ("--state", "{H}")],
+    "pipelines list": [
+        (),
+        ("--board",),
+        ("--flat",),
+        ("--json",),
+        ("--project", "{H}"),
+        ("--state", "{H}"),
+        ("--watch", "--json"),
+    ],
     "pipelines show": [
         ("{pipeline}",),
         ("{pipeline}", "--json"),
@@ -87,6 +95,15 @@ SCENARIOS: dict[str, list[tuple[str, ...]]] = {
         ("--keep-days", "0", "--project", "{orphan}", "--yes"),
         ("@tty", "--keep-days", "0", "--project", "acme/gone"),
         ("--before", "{H}"),
+    ],
+    "changes": [
+        (),
+        ("--json",),
+        ("--project", "{orphan}"),
+        ("--project", "acme/gone"),
+        ("--project", "{H}"),
+        ("--since", "{H}"),
+        ("--since", "999999"),
     ],
     "export": [(), ("--format", "csv"), ("--project", "{orphan}", "--format", "csv"), ("--project", "{H}")],
     "import": [

@@ -142,6 +142,7 @@ def cli(ctx: click.Context, db: str, debug: bool) -> None:
 
 
 def _register() -> None:
+    from .changes import changes
     from .db import db
     from .demo import demo
     from .exchange import export, import_
@@ -149,7 +150,20 @@ def _register() -> None:
     from .ops import backup, copy, report
     from .projects import pipelines, projects
 
-    for command in (db, projects, pipelines, history, prune, export, import_, backup, copy, report, demo):
+    for command in (
+        db,
+        projects,
+        pipelines,
+        history,
+        changes,
+        prune,
+        export,
+        import_,
+        backup,
+        copy,
+        report,
+        demo,
+    ):
         cli.add_command(command)
 
 

@@ -74,6 +74,11 @@ def when(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M")
 
 
+def when_exactly(moment: datetime) -> str:
+    """A timestamp for people where the order within a minute matters: UTC to the second."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
 def by_state(pipelines: Iterable[Pipeline]) -> dict[PipelineState, list[Pipeline]]:
     """The columns of a board: pipelines per state, oldest first, in the order of the states.
 

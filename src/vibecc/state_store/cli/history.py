@@ -173,6 +173,12 @@ def history_stats(
     type=click.IntRange(0, MAX_DAYS),
     help=f"Delete history older than N days (0 to {MAX_DAYS:,}).",
 )
+@click.option(
+    "--changes-keep-days",
+    type=click.IntRange(0, MAX_DAYS),
+    help="Prune the change log of changes logged more than N days ago "
+    "[default: those logged before the history cut-off; with --project, none].",
+)
 @project_option
 @click.option("--dry-run", is_flag=True, help="Only count what would be deleted.")
 @yes_option
@@ -183,21 +189,28 @@ def prune(
     env: Env,
     before: datetime | None,
     keep_days: int | None,
+    changes_keep_days: int | None,
     project_ref: str | None,
     dry_run: bool,
     yes: bool,
     batch_size: int,
     as_json: bool,
 ) -> None:
-    """Delete old history, oldest first, in batches (active pipelines are never touched).
+    """Delete old history, oldest first, in batches (active pipelines are never touched), and
+    prune the change log (`changes`) to the same cut-off.
 
     Asks first, showing how many records and the cut-off; --yes skips the question, and
     without a terminal to ask on (cron, a pipe) --yes is needed. Each batch is its own
     transaction: an interrupted prune keeps what it deleted so far.
 
+    The change log is one for all projects: with --project it is pruned only when
+    --changes-keep-days is given. Readers of the log whose cursor falls in the pruned part
+    are told to resynchronise. A dry run does not count the changes.
+
     \b
     Example:
       vibecc-state prune --keep-days 90 --dry-run
+      vibecc-state prune --keep-days 90 --changes-keep-days 7 --yes
       vibecc-state prune --before 2025-01-01 --project acme/web --yes
     """
     if (before is None) == (keep_days is None):
@@ -207,18 +220,47 @@ def prune(
     owner = _owner(store, project_ref)
     project = owner.id if owner else None
     of = f" of {owner.label}" if owner else ""
+    changes_cutoff = _changes_cutoff(cutoff, changes_keep_days, by_project=owner is not None)
+    also = f" and the changes logged before {iso(changes_cutoff)}" if changes_cutoff else ""
     count = store.count_history(project, until=cutoff)
     # Without a terminal --yes is needed even when nothing is old enough yet, so that a
     # scheduled prune fails on its first run, not on the first day it has work.
     if not dry_run and (count or not common.stdin_is_terminal()):
-        confirm(f"delete {count:,} history record(s){of} completed before {iso(cutoff)}", yes=yes)
+        confirm(f"delete {count:,} history record(s){of} completed before {iso(cutoff)}{also}", yes=yes)
     deleted = count if dry_run else _prune(store, cutoff, project, batch_size, count)
+    pruned = None
+    if changes_cutoff is not None and not dry_run:
+        pruned = _prune_changes(store, changes_cutoff, batch_size, deleted)
     if as_json:
-        emit_json({"before": iso(cutoff), "project_id": project, "dry_run": dry_run, "deleted": deleted})
-    elif dry_run:
+        emit_json(
+            {
+                "before": iso(cutoff),
+                "project_id": project,
+                "dry_run": dry_run,
+                "deleted": deleted,
+                "changes_before": iso(changes_cutoff),
+                "changes_deleted": pruned,
+            }
+        )
+        return
+    if dry_run:
         say(f"would delete {deleted} history record(s){of} completed before {iso(cutoff)} (dry run)")
-    else:
-        say(f"deleted {deleted} history record(s){of} completed before {iso(cutoff)}")
+        if changes_cutoff is not None:
+            say(
+                f"would prune the change log of the changes logged before {iso(changes_cutoff)} (not counted)"
+            )
+        return
+    say(f"deleted {deleted} history record(s){of} completed before {iso(cutoff)}")
+    if changes_cutoff is not None:
+        say(f"pruned {pruned} change(s) logged before {iso(changes_cutoff)} from the change log")
+
+
+def _changes_cutoff(history_cutoff: datetime, keep_days: int | None, *, by_project: bool) -> datetime | None:
+    """Where the change log is pruned: N days back when given; else at the history cut-off,
+    unless the prune is of one project (the log is shared by all of them)."""
+    if keep_days is not None:
+        return days_ago(keep_days)
+    return None if by_project else history_cutoff
 
 
 def _prune(store: StateStore, cutoff: datetime, project: str | None, batch_size: int, total: int) -> int:
@@ -234,3 +276,15 @@ def _prune(store: StateStore, cutoff: datetime, project: str | None, batch_size:
                 f"interrupted: {meter.done} history record(s) were deleted in batches already "
                 "committed; the batch in progress was rolled back"
             ) from None
+
+
+def _prune_changes(store: StateStore, cutoff: datetime, batch_size: int, deleted: int) -> int:
+    try:
+        return store.prune_changes(before=cutoff, batch_size=batch_size)
+    except (KeyboardInterrupt, StateStoreError) as exc:
+        if not interrupted(exc):
+            raise
+        raise Interrupted(
+            f"interrupted while pruning the change log: {deleted} history record(s) were deleted; "
+            "changes pruned in batches already committed stay pruned"
+        ) from None

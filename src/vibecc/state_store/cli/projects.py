@@ -6,12 +6,14 @@ from collections import Counter
 from typing import Any
 
 import click
+from rich.console import RenderableType
 
 from ..errors import PipelineNotFoundError, ProjectHasActivePipelinesError, ValidationError
 from ..ops.exchange import to_dict
 from ..records import CLEAR, Pipeline, Project
 from ..store import StateStore
 from .args import STATE, find_project, names, project_id, project_option
+from .changes import watch as watch_changes
 from .common import (
     Env,
     Group,
@@ -225,27 +227,52 @@ def pipelines() -> None:
     default=None,
     help="A board with a column per state, or one row per pipeline [default: board on a terminal].",
 )
+@click.option(
+    "--watch",
+    is_flag=True,
+    help="Redraw each time a change commits, until Ctrl-C (not with --json: use `changes --follow`).",
+)
 @json_option
 @pass_env
 def list_pipelines(
-    env: Env, project_ref: str | None, state: str | None, as_board: bool | None, as_json: bool
+    env: Env,
+    project_ref: str | None,
+    state: str | None,
+    as_board: bool | None,
+    watch: bool,
+    as_json: bool,
 ) -> None:
     """List active pipelines, newest first.
+
+    --watch redraws the list (in place on a terminal, one after another into a pipe) each
+    time a write commits, not on a timer; Ctrl-C ends it (exit 130).
 
     \b
     Example:
       vibecc-state pipelines list --state review --flat
+      vibecc-state pipelines list --project acme/web --board --watch
     """
+    if watch and as_json:
+        raise click.UsageError(
+            "--watch redraws a table and cannot be combined with --json; "
+            "for a stream of JSON use `changes --follow --json`"
+        )
     store = env.store()
-    found = store.list_pipelines(project_id(store, project_ref), state)
+    project = project_id(store, project_ref)
     if as_json:
-        emit_json([to_dict(p) for p in found])
+        emit_json([to_dict(p) for p in store.list_pipelines(project, state)])
         return
     out = console()
-    if as_board if as_board is not None else out.is_terminal:
-        out.print(board(found, names(store)))
+    shown_as_board = as_board if as_board is not None else out.is_terminal
+
+    def render() -> RenderableType:
+        found, repos = store.list_pipelines(project, state), names(store)
+        return board(found, repos) if shown_as_board else pipelines_table(found, repos)
+
+    if watch:
+        watch_changes(store, render)
     else:
-        out.print(pipelines_table(found, names(store)))
+        out.print(render())
 
 
 @pipelines.command("show")

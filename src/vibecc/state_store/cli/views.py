@@ -12,8 +12,8 @@ from rich.table import Table
 from rich.text import Text
 
 from ..ops.copy import CopyReport
-from ..records import Pipeline, PipelineHistory, PipelineState, Project, StageStats, Transition
-from .formatting import by_state, duration, one_line, percent, plain, when
+from ..records import Change, Pipeline, PipelineHistory, PipelineState, Project, StageStats, Transition
+from .formatting import by_state, duration, one_line, percent, plain, when, when_exactly
 
 STATE_STYLE = {
     PipelineState.QUEUED: "blue",
@@ -259,5 +259,43 @@ def copy_table(report: CopyReport) -> Table:
             f"{t.target_rows:,}",
             t.target_checksum,
             Text("yes", style="green") if t.matches else Text("NO", style="bold red"),
+        )
+    return table
+
+
+def changes_table(changes: Sequence[Change], repos: dict[str, str], *, header: bool, width: int) -> Table:
+    """Changes of the change log, one per row, on a console `width` columns wide.
+
+    Every column but the project's has a width fixed by `width` alone and the table spans it,
+    so the tables of successive batches (`changes --follow`, the header with the first only)
+    line up as one. The id is cut short (with an ellipsis) only when the project would
+    otherwise get fewer than 16 columns; --json has it whole.
+    """
+    table = Table(
+        box=box.SIMPLE_HEAD,
+        show_header=header,
+        show_edge=False,
+        expand=True,
+        pad_edge=False,
+        collapse_padding=True,
+    )
+    fixed = (("Seq", 8), ("At (UTC)", 19), ("Kind", 8), ("Op", 8))
+    for name, size in fixed:
+        table.add_column(name, width=size, justify="right" if name == "Seq" else "left", no_wrap=True)
+    # What is left once the fixed columns, Version (7) and the gaps between columns (2) are placed.
+    free = width - sum(size for _, size in fixed) - 7 - 2 * 6
+    table.add_column("Id", width=min(36, max(9, free - 16)), no_wrap=True, overflow="ellipsis")
+    table.add_column("Project", ratio=1, overflow="fold")
+    table.add_column("Version", width=7, justify="right", no_wrap=True)
+    for c in changes:
+        project = "-" if c.project_id is None else repos.get(c.project_id, c.project_id)
+        table.add_row(
+            str(c.seq),
+            when_exactly(c.at),
+            c.kind,
+            c.op,
+            Text(one_line(c.entity_id)),
+            Text(one_line(project)),
+            "-" if c.version is None else str(c.version),
         )
     return table

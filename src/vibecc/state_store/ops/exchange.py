@@ -23,6 +23,7 @@ from typing import IO, TYPE_CHECKING, Any
 from .. import rules as check
 from ..errors import ValidationError
 from ..records import (
+    Change,
     DurationPercentiles,
     HistoryStats,
     ImportResult,
@@ -58,7 +59,9 @@ def plain(value: Any) -> Any:
     return value
 
 
-def to_dict(record: Project | Pipeline | PipelineHistory | Transition | StageStats) -> dict[str, Any]:
+def to_dict(
+    record: Project | Pipeline | PipelineHistory | Transition | StageStats | Change,
+) -> dict[str, Any]:
     """Every field of a record, JSON-ready."""
     return {f.name: plain(getattr(record, f.name)) for f in fields(record)}
 
