@@ -62,18 +62,23 @@ def verdict(ok: bool) -> str:
     return "ok" if ok else "MISSED"
 
 
+def cpu_times() -> tuple[int, int]:
+    """(all, idle) CPU time of every core so far, in clock ticks, from /proc/stat."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = values[3] + values[4]  # idle + iowait
+    return sum(values[:8]), idle
+
+
+def busy_between(first: tuple[int, int], second: tuple[int, int]) -> float:
+    """Share of all cores busy (any process) between two cpu_times() samples."""
+    return 1.0 - (second[1] - first[1]) / max(1, second[0] - first[0])
+
+
 def cpu_busy(seconds: float = 1.0) -> float:
     """Share of all cores busy (any process) over the next `seconds`, from /proc/stat."""
-
-    def sample() -> tuple[int, int]:
-        values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-        idle = values[3] + values[4]  # idle + iowait
-        return sum(values[:8]), idle
-
-    total0, idle0 = sample()
+    first = cpu_times()
     time.sleep(seconds)
-    total1, idle1 = sample()
-    return 1.0 - (idle1 - idle0) / max(1, total1 - total0)
+    return busy_between(first, cpu_times())
 
 
 def wait_quiet(limit: float = 0.25, max_wait: float = 900.0) -> None:

@@ -16,6 +16,7 @@ import psycopg
 
 from bench import direct_timelines as timelines
 from bench.common import pg_dsn
+from bench.direct_changes import ChangeLog, archived, created, updated
 from vibecc.state_store import (
     HistoryCursor,
     HistoryStats,
@@ -89,7 +90,10 @@ class Direct:
     def __init__(self, conn: Any) -> None:
         self.conn = conn
         cur = conn.cursor()
-        self.timelines, self.durations = timelines.tables(cur, sqlite=isinstance(conn, sqlite3.Connection))
+        sqlite = isinstance(conn, sqlite3.Connection)
+        names = timelines.table_names(cur, sqlite)
+        self.timelines, self.durations = timelines.tables(names)
+        self.changes = ChangeLog(names, mark=self.mark, postgresql=not sqlite)
         cur.close()
         conn.commit()
 
@@ -170,6 +174,7 @@ class Direct:
             cur.execute(sql, values)
             if self.timelines:
                 timelines.first(cur, self.mark, self.bind_time, record)
+            self.changes.write(cur, created(record.id, project_id), values[12])  # created_at
         return record
 
     def get_pipeline(self, pipeline_id: str) -> Pipeline:
@@ -204,7 +209,8 @@ class Direct:
             values["state"] = str(values["state"])
         sets = [f"{name} = {self.mark}" for name in values]
         sets += ["version = version + 1", f"updated_at = {self.mark}"]
-        params = [*values.values(), self.bind_time(datetime.now(UTC)), pipeline_id]
+        stamp = self.bind_time(datetime.now(UTC))
+        params = [*values.values(), stamp, pipeline_id]
         sql = (
             f"UPDATE pipelines SET {', '.join(sets)} WHERE id = {self.mark} "  # noqa: S608
             f"RETURNING {PIPELINE_COLS}"
@@ -218,6 +224,7 @@ class Direct:
             after = self.pipeline(row)
             if self.timelines and "state" in values:
                 timelines.append(cur, self.mark, self.bind_time, after, "feedback" in values)
+            self.changes.write(cur, updated(after.id, after.project_id, after.version), stamp)
         return after
 
     def archive_pipeline(self, pipeline_id: str) -> PipelineHistory:
@@ -239,6 +246,7 @@ class Direct:
             )
             inserted = cur.fetchone()
             if inserted is None:
+                self.changes.write(cur, archived(record.id, record.project_id, False), values[11])
                 cur.execute(f"SELECT {HISTORY_COLS} FROM pipeline_history WHERE id = {m}", (pipeline_id,))  # noqa: S608
                 return self.history(cur.fetchone())
             result = self.history(inserted)
@@ -258,6 +266,7 @@ class Direct:
             )
             if self.timelines:
                 timelines.archived(cur, self.mark, self.load_time, result, self.durations)
+            self.changes.write(cur, archived(result.id, result.project_id, True), values[11])
         return result
 
     def get_history(

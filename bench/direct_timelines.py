@@ -22,15 +22,18 @@ def bucket(ms: int) -> int:
     return 0 if ms < 1 else int(math.log(ms) / _LOG_RATIO) + 1
 
 
-def tables(cur: Any, sqlite: bool) -> tuple[bool, bool]:
-    """Whether the schema keeps (timelines, the duration histogram): an older package version
-    (bench/compare.py) has neither, and its baseline then writes neither."""
+def table_names(cur: Any, sqlite: bool) -> set[str]:
+    """The tables of the schema, to see which of the store's tables this version has."""
     if sqlite:
         cur.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
-        names = {row[0] for row in cur.fetchall()}
     else:
         cur.execute("SELECT tablename FROM pg_tables WHERE schemaname = current_schema()")
-        names = {row[0] for row in cur.fetchall()}
+    return {row[0] for row in cur.fetchall()}
+
+
+def tables(names: set[str]) -> tuple[bool, bool]:
+    """Whether the schema keeps (timelines, the duration histogram): an older package version
+    (bench/compare.py) has neither, and its baseline then writes neither."""
     return "pipeline_transitions" in names, "duration_histogram" in names
 
 

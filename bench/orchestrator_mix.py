@@ -6,7 +6,9 @@ tickets (TESTING -> CODING with retry_count_ci + 1 -> TESTING), get_pipeline, ar
 every 50 tickets get_history(project, limit=50) and get_history_stats(project).
 
 The direct baseline (bench/direct.py: DirectSQLite, DirectPostgres) sends the same statements
-with the same durability and one transaction per call, and builds the same records. Rounds
+with the same durability and one transaction per call, and builds the same records; its writes
+include the timelines, kept histograms and change log (bench/direct_timelines.py,
+bench/direct_changes.py) when the schema has those tables. Rounds
 alternate store/direct on a fresh database each; the medians and their ratio are printed.
 
     .venv/bin/python bench/orchestrator_mix.py [--engines sqlite,postgresql] [--tickets 500]
