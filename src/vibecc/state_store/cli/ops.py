@@ -93,7 +93,7 @@ def backup(env: Env, dest: Path, force: bool, as_json: bool) -> None:
 def copy(env: Env, target: str, batch_size: int, as_json: bool) -> None:
     """Copy every project, pipeline and history record into an EMPTY store (any engine), then
     verify row counts and checksums table by table. A target with data is refused (exit 2).
-    The change log is not copied: the target's starts empty.
+    The change log is not copied: the target's starts again after the copy.
 
     The target is written in one transaction: a failed or interrupted copy leaves it empty.
     A SQLite target that does not exist is created (folders owner-only), and removed again
@@ -141,8 +141,8 @@ def copy(env: Env, target: str, batch_size: int, as_json: bool) -> None:
         console().print(copy_table(report))
         say(f"copied {report.rows} rows; every table verified")
         say(
-            "the change log is not copied: the target's starts empty and cursors of this store "
-            "do not apply to it, so readers of the target start from its tables"
+            "the change log is not copied: the target's starts again after the copy and cursors "
+            "given out on it before expire, so readers of the target start from its tables"
         )
 
 
