@@ -338,9 +338,14 @@ class PostgresDialect(Dialect):
             return True
 
         try:
-            return _wait_until(ready, deadline, stopped, pause)
-        finally:
-            conn.exec_driver_sql(f"UNLISTEN {channel}")
+            passed = _wait_until(ready, deadline, stopped, pause)
+        except BaseException:
+            # Interrupted inside the driver's wait (Ctrl-C): the connection's state is not
+            # known, so it is dropped rather than asked to UNLISTEN.
+            conn.invalidate()
+            raise
+        conn.exec_driver_sql(f"UNLISTEN {channel}")
+        return passed
 
     def interrupt(self, conn: Connection) -> None:
         raw = conn.connection.driver_connection
