@@ -214,6 +214,31 @@ def test_ctrl_c_while_a_batch_is_printed_waits_for_it_and_its_cursor(
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
+def test_ctrl_c_in_the_wait_lets_the_store_call_finish_first(
+    store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Ctrl-C never breaks into a store call (whose locks it could leave taken): the wait
+    it lands in ends as usual, then the follower stops."""
+    with StateStore(store_url) as store:
+        store.create_project("Web", "acme/web")
+    finished: list[bool] = []
+    wait = StateStore.wait_for_changes
+
+    def signalled_wait(self: StateStore, cursor: int, *, timeout: float) -> bool:
+        os.kill(os.getpid(), signal.SIGINT)
+        finished.append(wait(self, cursor, timeout=timeout))
+        return finished[-1]
+
+    monkeypatch.setattr(StateStore, "wait_for_changes", signalled_wait)
+    result = run(store_url, "changes", "--follow")
+    one_line_error(result, 130, "interrupted after 1 change(s); resume with --since 1")
+    assert finished == [False]
+    watched = run(store_url, "pipelines", "list", "--watch")
+    one_line_error(watched, 130, "interrupted; stopped watching")
+    assert finished == [False, False]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
 def test_follow_wakes_for_a_commit_of_another_thread_and_stops_at_the_limit(store_url: str) -> None:
     with StateStore(store_url) as store:
         project = store.create_project("Web", "acme/web")

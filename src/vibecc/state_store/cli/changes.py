@@ -7,9 +7,8 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from types import FrameType
+from collections.abc import Callable, Sequence
+from types import FrameType, TracebackType
 from typing import Any
 
 import click
@@ -24,9 +23,9 @@ from .args import history_owner, names
 from .common import CommandFailed, Env, Interrupted, console, interrupted, json_text, pass_env, say
 from .views import changes_table
 
-WAIT_SECONDS = 1.0
-"""How long one wait for a commit lasts before the follower looks again (a commit wakes it
-at once; the bound only keeps each wait short)."""
+WAIT_SECONDS = 0.5
+"""How long one wait for a commit lasts (a commit ends it at once): the longest a Ctrl-C
+waits to be acted on."""
 PAGE = 1000
 """Changes read per call: a batch printed, then flushed."""
 REDRAW_GAP = 0.1
@@ -147,42 +146,57 @@ class _Reader:
 
     def run(self, *, limit: int | None, follow: bool) -> None:
         """Print up to `limit` changes: those there now, and with `follow` those to come."""
-        while limit is None or self.shown < limit:
-            size = PAGE if limit is None else min(PAGE, limit - self.shown)
-            page = self.store.changes_since(self.cursor, limit=size, project_id=self.project)
-            with _interrupts_held():
+        with CtrlC() as ctrl_c:
+            while limit is None or self.shown < limit:
+                size = PAGE if limit is None else min(PAGE, limit - self.shown)
+                page = self.store.changes_since(self.cursor, limit=size, project_id=self.project)
                 self.output.batch(page.changes)
                 self.shown += len(page.changes)
                 self.cursor = page.next_cursor
-            if len(page.changes) < size:  # read up to the newest change
-                if not follow:
-                    return
-                self.store.wait_for_changes(self.cursor, timeout=WAIT_SECONDS)
+                ctrl_c.check()
+                if len(page.changes) < size:  # read up to the newest change
+                    if not follow:
+                        return
+                    self.store.wait_for_changes(self.cursor, timeout=WAIT_SECONDS)
+                    ctrl_c.check()
 
 
-@contextmanager
-def _interrupts_held() -> Iterator[None]:
-    """Hold a Ctrl-C back until the block is done, so that a batch printed and the cursor
-    after it go together: the cursor told at the interruption then has no gap behind it and
-    no change shown twice ahead of it. A second Ctrl-C interrupts at once (a write blocked on
-    a reader that stopped reading)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield  # only the main thread receives signals
-        return
-    held: list[int] = []
+class CtrlC:
+    """Ctrl-C as a flag that check() turns into KeyboardInterrupt between calls of the store.
 
-    def hold(number: int, frame: FrameType | None) -> None:
-        if held:
+    A KeyboardInterrupt raised anywhere (the default) may land inside a store call, between
+    taking a lock and the block that releases it, and leave closing the store waiting for
+    ever; or between printing a batch and moving the cursor past it. Here it is acted on at
+    the next check: at most WAIT_SECONDS later. A second Ctrl-C interrupts at once (a write
+    blocked on a reader that stopped reading).
+    """
+
+    def __init__(self) -> None:
+        self.pressed = False
+        self._previous: Any = None
+        self._installed = False
+
+    def __enter__(self) -> CtrlC:
+        if threading.current_thread() is threading.main_thread():  # the one that gets signals
+            self._previous = signal.signal(signal.SIGINT, self._press)
+            self._installed = True
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._installed:
+            signal.signal(signal.SIGINT, signal.SIG_DFL if self._previous is None else self._previous)
+
+    def _press(self, number: int, frame: FrameType | None) -> None:
+        if self.pressed:
             raise KeyboardInterrupt
-        held.append(number)
+        self.pressed = True
 
-    previous = signal.signal(signal.SIGINT, hold)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    if held:
-        raise KeyboardInterrupt
+    def check(self) -> None:
+        """Raise KeyboardInterrupt when Ctrl-C was pressed."""
+        if self.pressed:
+            raise KeyboardInterrupt
 
 
 def _expired(env: Env, store: StateStore, cursor: int) -> str:
@@ -212,31 +226,33 @@ def watch(store: StateStore, render: Callable[[], RenderableType]) -> None:
     """
     out = console()
     try:
-        cursor = store.change_cursor()  # taken before reading, so nothing after it is missed
-        shown = render()
-        if out.is_terminal:
-            with Live(
-                shown, console=out, auto_refresh=False, redirect_stdout=False, redirect_stderr=False
-            ) as live:
+        with CtrlC() as ctrl_c:
+            cursor = store.change_cursor()  # taken before reading, so nothing after it is missed
+            shown = render()
+            if out.is_terminal:
+                with Live(
+                    shown, console=out, auto_refresh=False, redirect_stdout=False, redirect_stderr=False
+                ) as live:
+                    while True:
+                        cursor = _next_commit(store, cursor, ctrl_c)
+                        live.update(render(), refresh=True)
+            else:
                 while True:
-                    cursor = _next_commit(store, cursor)
-                    live.update(render(), refresh=True)
-        else:
-            while True:
-                out.print(shown)
-                sys.stdout.flush()
-                cursor = _next_commit(store, cursor)
-                shown = render()
+                    out.print(shown)
+                    sys.stdout.flush()
+                    cursor = _next_commit(store, cursor, ctrl_c)
+                    shown = render()
     except (KeyboardInterrupt, StateStoreError) as exc:
         if not interrupted(exc):
             raise
         raise Interrupted("interrupted; stopped watching") from None
 
 
-def _next_commit(store: StateStore, cursor: int) -> int:
+def _next_commit(store: StateStore, cursor: int, ctrl_c: CtrlC) -> int:
     """Wait for a change after `cursor`; the newest cursor once one came."""
     started = time.monotonic()
     while not store.wait_for_changes(cursor, timeout=WAIT_SECONDS):
-        pass
+        ctrl_c.check()
     time.sleep(max(0.0, REDRAW_GAP - (time.monotonic() - started)))
+    ctrl_c.check()
     return store.change_cursor()
