@@ -124,11 +124,11 @@ class Replayed(NamedTuple):
     history: set[str]
 
 
-def every_change(store: StateStore, cursor: int = 0) -> list[Change]:
-    """Every change after `cursor`, read page by page as a follower would."""
+def every_change(store: StateStore, cursor: int = 0, *, limit: int = 500) -> list[Change]:
+    """Every change after `cursor`, read page by page (of `limit`) as a follower would."""
     found: list[Change] = []
     while True:
-        page = store.changes_since(cursor, limit=500)
+        page = store.changes_since(cursor, limit=limit)
         found += page.changes
         if page.next_cursor == cursor:
             return found

@@ -36,13 +36,7 @@ QUEUED, CODING, TESTING, REVIEW, MERGED, FAILED = PipelineState
 
 def log(store: StateStore, cursor: int = 0) -> list[Change]:
     """Every change after `cursor`, read page by page."""
-    found: list[Change] = []
-    while True:
-        page = store.changes_since(cursor, limit=3)
-        found += page.changes
-        if page.next_cursor == cursor:
-            return found
-        cursor = page.next_cursor
+    return helpers.every_change(store, cursor, limit=3)
 
 
 def shape(changes: list[Change]) -> list[tuple[str, str, str, int | None]]:
