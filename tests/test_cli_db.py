@@ -18,9 +18,9 @@ __all__ = ["terminal"]  # a fixture used by name
 
 def test_db_commands_walk_the_schema_down_and_up(fresh_db: Any, terminal: None) -> None:
     db = fresh_db()
-    assert "from an empty database to 0006" in ok(db, "db", "upgrade").stdout
-    assert "at revision 0006 already" in ok(db, "db", "upgrade").stdout
-    assert as_json(db, "db", "current") == {"revision": "0006", "head": "0006", "at_head": True}
+    assert "from an empty database to 0007" in ok(db, "db", "upgrade").stdout
+    assert "at revision 0007 already" in ok(db, "db", "upgrade").stdout
+    assert as_json(db, "db", "current") == {"revision": "0007", "head": "0007", "at_head": True}
     assert "ok:" in ok(db, "db", "check").stdout
     assert as_json(db, "db", "check")["ok"] is True
     revisions = as_json(db, "db", "history")
@@ -30,14 +30,15 @@ def test_db_commands_walk_the_schema_down_and_up(fresh_db: Any, terminal: None) 
         ("0003", False, False),
         ("0004", False, False),
         ("0005", False, False),
-        ("0006", True, True),
+        ("0006", False, False),
+        ("0007", True, True),
     ]
     assert "current, head" in ok(db, "db", "history").stdout
 
     one_line_error(run(db, "db", "downgrade", "0001", input="n\n"), 1, "not confirmed", prompted=True)
-    assert as_json(db, "db", "current")["revision"] == "0006"
-    assert "from 0006 to 0001" in ok(db, "db", "downgrade", "0001", "--yes").stdout
-    assert "head is 0006" in ok(db, "db", "current").stdout
+    assert as_json(db, "db", "current")["revision"] == "0007"
+    assert "from 0007 to 0001" in ok(db, "db", "downgrade", "0001", "--yes").stdout
+    assert "head is 0007" in ok(db, "db", "current").stdout
 
     # An old schema: reads refuse (no silent migration), check lists what differs.
     one_line_error(
@@ -45,12 +46,12 @@ def test_db_commands_walk_the_schema_down_and_up(fresh_db: Any, terminal: None) 
     )
     checked = run(db, "db", "check")
     one_line_error(checked, 1, "differs from the models")
-    assert "schema is at 0001, head is 0006" in checked.stdout
+    assert "schema is at 0001, head is 0007" in checked.stdout
     report = json.loads(run(db, "db", "check", "--json").stdout)
     assert report["ok"] is False
     assert report["problems"]
 
-    assert "from 0001 to 0006" in ok(db, "db", "upgrade").stdout
+    assert "from 0001 to 0007" in ok(db, "db", "upgrade").stdout
     assert ok(db, "projects", "list").exit_code == 0
 
 
@@ -73,7 +74,7 @@ def test_db_sql_renders_the_full_upgrade_for_postgresql() -> None:
     assert "CREATE TABLE history_stats" in result.stdout
 
 
-@pytest.mark.parametrize(("revision", "start"), [("0002", "0003"), ("0002", "0002"), ("head", "0006")])
+@pytest.mark.parametrize(("revision", "start"), [("0002", "0003"), ("0002", "0002"), ("head", "0007")])
 def test_db_sql_from_a_revision_not_older_than_the_target_is_refused(revision: str, start: str) -> None:
     """Nothing to render: saying so beats printing nothing and exiting 0."""
     one_line_error(run(PG_UNREACHABLE, "db", "sql", revision, "--from", start), 2, "must be older than")

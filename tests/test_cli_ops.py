@@ -49,6 +49,7 @@ def test_copy_into_an_empty_store_verifies_every_table(store_url: str, fresh_db:
         "history_stats": 1,
         "pipeline_transitions": 1,  # the active pipeline's creation; imported history has none
         "stage_histogram": 0,  # nor any time in a stage
+        "stage_totals": 0,
         "duration_histogram": 7,  # one bucket per duration (1 to 7 minutes)
     }
     assert all(t["matches"] and t["source_checksum"] == t["target_checksum"] for t in tables.values())

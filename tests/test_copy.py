@@ -27,7 +27,7 @@ from vibecc.state_store import (
     ValidationError,
     copy_store,
 )
-from vibecc.state_store.models import duration_histogram, stage_histogram
+from vibecc.state_store.models import duration_histogram, stage_histogram, stage_totals
 from vibecc.state_store.queries import stats as stats_module
 
 if TYPE_CHECKING:
@@ -130,6 +130,7 @@ def populate(store: StateStore) -> dict[str, int]:
         "pipeline_transitions": sum(len(timeline) for timeline in contents(store).timelines.values()),
         "stage_histogram": _cells(store, stage_histogram),
         "duration_histogram": _cells(store, duration_histogram),
+        "stage_totals": _cells(store, stage_totals),
     }
 
 
@@ -158,7 +159,7 @@ def test_sqlite_to_postgresql_to_sqlite_keeps_every_record(pg_server: PostgresSe
             name: (count, count) for name, count in counts.items()
         }
         assert all(t.source_checksum == t.target_checksum for t in report.tables)
-        rebuilt = {"history_stats", "duration_histogram"}
+        rebuilt = {"history_stats", "duration_histogram", "stage_totals"}
         assert report.rows == sum(n for table, n in counts.items() if table not in rebuilt)
     # The checksums describe the records, not the engine: both legs agree table by table.
     assert [t.source_checksum for t in there.tables] == [t.source_checksum for t in back.tables]

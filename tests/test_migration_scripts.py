@@ -121,6 +121,7 @@ def test_revisions_name_their_constraints_whatever_the_models_naming_convention(
         ("0004", "0003"),
         ("0005", "0004"),
         ("0006", "0005"),
+        ("0007", "0006"),
     ]
     rendered = [migrate.upgrade_sql(dialect, revision, start) for revision, start in steps]
     assert "CONSTRAINT pk_projects PRIMARY KEY" in rendered[0]

@@ -84,11 +84,11 @@ def contents(store: StateStore) -> tuple[list[Project], list[Pipeline], list[Pip
 
 def test_one_head_and_it_is_migrate_head() -> None:
     assert migrate.script().get_heads() == [migrate.HEAD]
-    # HEAD comes from Alembic; the newest script file, 0006, says the same on its own.
+    # HEAD comes from Alembic; the newest script file, 0007, says the same on its own.
     newest = sorted((Path(migrate.__file__).parent / "migrations" / "versions").glob("[0-9]*.py"))[-1]
-    assert newest.name.startswith("0006_")
+    assert newest.name.startswith("0007_")
     assert f'\nrevision = "{migrate.HEAD}"\n' in newest.read_text(encoding="utf-8")
-    assert migrate.HEAD == migrate.head() == "0006"
+    assert migrate.HEAD == migrate.head() == "0007"
     chain = migrate.revisions()
     assert chain[-1].revision == migrate.HEAD
     assert chain[0].down_revision is None
@@ -157,7 +157,7 @@ def test_older_schema_refused_without_auto_migrate(fresh_db: Callable[[], str]) 
     before = helpers.snapshot(location)
 
     with pytest.raises(
-        SchemaVersionError, match=r"revision 0001, this code needs 0006.*vibecc-state db upgrade"
+        SchemaVersionError, match=r"revision 0001, this code needs 0007.*vibecc-state db upgrade"
     ):
         StateStore(location, auto_migrate=False)
 
@@ -182,7 +182,7 @@ def test_newer_schema_refused(fresh_db: Callable[[], str], auto_migrate: bool) -
     engine.dispose()
     before = helpers.snapshot(location)
 
-    with pytest.raises(SchemaVersionError, match=r"ffff9999, newer than this code \(head 0006\)"):
+    with pytest.raises(SchemaVersionError, match=r"ffff9999, newer than this code \(head 0007\)"):
         StateStore(location, auto_migrate=auto_migrate)
 
     assert helpers.snapshot(location) == before

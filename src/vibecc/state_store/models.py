@@ -246,8 +246,19 @@ stage_histogram = Table(
     Column("bucket", Integer(), primary_key=True),
     _required("visits", BigInteger()),
     _required("sum_ms", BigInteger()),
-    # Covering, in the order of get_stage_stats()'s GROUP BY: all projects summed without a sort.
+    # Covering, in the order of a GROUP BY over projects: summed without a sort.
     Index(None, "state", "bucket", "visits", "sum_ms"),
+)
+
+stage_totals = Table(
+    "stage_totals",
+    metadata,
+    # stage_histogram summed over projects, kept in the same transactions: get_stage_stats()
+    # reads at most states x buckets rows, however many projects there are.
+    Column("state", String(16), primary_key=True),
+    Column("bucket", Integer(), primary_key=True),
+    _required("visits", BigInteger()),
+    _required("sum_ms", BigInteger()),
 )
 
 duration_histogram = Table(

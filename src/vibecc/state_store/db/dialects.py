@@ -359,7 +359,7 @@ class PostgresDialect(Dialect):
         conn.execute(
             text(
                 "LOCK TABLE projects, pipelines, pipeline_history, deleted_projects, history_stats, "
-                "pipeline_transitions, stage_histogram, duration_histogram "
+                "pipeline_transitions, stage_histogram, stage_totals, duration_histogram "
                 "IN SHARE ROW EXCLUSIVE MODE"
             )
         )

@@ -29,14 +29,15 @@ from ..models import (
     pipelines,
     projects,
     stage_histogram,
+    stage_totals,
     transitions,
 )
-from ..queries import changes, rows, stats
+from ..queries import changes, rows, stages, stats
 from ..store import MAX_BATCH, StateStore
 
 COPIED = (projects, pipelines, history, deleted_projects, transitions, stage_histogram)
 """Tables copied row by row, parents first."""
-REBUILT = (history_stats, duration_histogram)
+REBUILT = (history_stats, duration_histogram, stage_totals)
 """Kept with every history write on the target as on the source, then compared."""
 VERIFIED = (*COPIED, *REBUILT)
 _RECORD_OF: dict[str, Callable[[Any], Any]] = {
@@ -174,6 +175,8 @@ def _copy_tables(
             target.execute(table.insert(), [row._asdict() for row in batch])
             if table is history:
                 stats.bump(target, records, sign=1)
+            elif table is stage_histogram:
+                stages.add_totals(target, [row._asdict() for row in batch])
             if progress is not None:
                 progress(table.name, len(batch))
         sums[table.name] = digest.result()

@@ -1,7 +1,7 @@
-"""Time spent in each state: a histogram per project and state (buckets.py), kept in the
-transaction of each archive and prune, and the scan of a window of history when one is asked
-for. Percentiles read from the histogram are within buckets.RELATIVE_ERROR (4.9%) of the exact
-ones; totals and means are exact (sums in ms)."""
+"""Time spent in each state: a histogram per project and state (buckets.py) and its sum over
+projects (stage_totals), both kept in the transaction of each archive and prune, and the scan
+of a window of history when one is asked for. Percentiles read from the histogram are within
+buckets.RELATIVE_ERROR (4.9%) of the exact ones; totals and means are exact (sums in ms)."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ from datetime import datetime
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Connection, Executable, bindparam, delete, func, select
+from sqlalchemy import Connection, Executable, Table, bindparam, delete, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 
-from ..models import history, stage_histogram, transitions
+from ..models import history, stage_histogram, stage_totals, transitions
 from ..records import PipelineHistory, PipelineState, StageStats
 from . import buckets, rows
 
@@ -29,25 +29,32 @@ _DROP_EMPTY = delete(stage_histogram).where(
     _H.bucket == bindparam("bucket"),
     _H.visits == 0,
 )
-_KEPT = select(_H.state, _H.bucket, func.sum(_H.visits), func.sum(_H.sum_ms)).group_by(_H.state, _H.bucket)
-_KEPT_OF_PROJECT = _KEPT.where(_H.project_id == bindparam("project_id"))
+_T = stage_totals.c
+_DROP_EMPTY_TOTALS = delete(stage_totals).where(
+    _T.state == bindparam("state"), _T.bucket == bindparam("bucket"), _T.visits == 0
+)
+_KEPT = select(_T.state, _T.bucket, _T.visits, _T.sum_ms)
+_KEPT_OF_PROJECT = select(_H.state, _H.bucket, _H.visits, _H.sum_ms).where(
+    _H.project_id == bindparam("project_id")
+)
+_SUMMED = select(_H.state, _H.bucket, func.sum(_H.visits), func.sum(_H.sum_ms)).group_by(_H.state, _H.bucket)
 
 
 @cache
-def _bump(dialect: str) -> Executable:
+def _bump(dialect: str, table: Table) -> Executable:
     insert = sqlite.insert if dialect == "sqlite" else postgresql.insert
-    statement = insert(stage_histogram)
+    statement = insert(table)
     return statement.on_conflict_do_update(
-        index_elements=[_H.project_id, _H.state, _H.bucket],
+        index_elements=list(table.primary_key.columns),
         set_={
-            "visits": _H.visits + statement.excluded.visits,
-            "sum_ms": _H.sum_ms + statement.excluded.sum_ms,
+            "visits": table.c.visits + statement.excluded.visits,
+            "sum_ms": table.c.sum_ms + statement.excluded.sum_ms,
         },
     )
 
 
 def bump(conn: Connection, visits: Iterable[Visit], *, sign: int) -> None:
-    """Add (sign=1) or take away (sign=-1) visits from the kept histogram."""
+    """Add (sign=1) or take away (sign=-1) visits from the kept histogram and its totals."""
     cells: dict[tuple[str, str, int], list[int]] = defaultdict(lambda: [0, 0])
     for project_id, state, ms in visits:
         cell = cells[project_id, state.value, buckets.bucket(ms)]
@@ -60,10 +67,36 @@ def bump(conn: Connection, visits: Iterable[Visit], *, sign: int) -> None:
         {"project_id": p, "state": s, "bucket": b, "visits": n, "sum_ms": total}
         for (p, s, b), (n, total) in sorted(cells.items())
     ]
-    conn.execute(_bump(conn.dialect.name), params)
+    conn.execute(_bump(conn.dialect.name, stage_histogram), params)
     if sign < 0:
         # Only the cells this call emptied: a scan of every cell would lock other writers' rows.
         conn.execute(_DROP_EMPTY, [{k: p[k] for k in ("project_id", "state", "bucket")} for p in params])
+    add_totals(conn, params)
+
+
+def add_totals(conn: Connection, cells: Iterable[dict[str, Any]]) -> None:
+    """Add stage_histogram cells (their visits and sum_ms, negative to take away) to the
+    totals over projects, dropping the totals this emptied."""
+    totals: dict[tuple[str, int], list[int]] = defaultdict(lambda: [0, 0])
+    for cell in cells:
+        total = totals[cell["state"], cell["bucket"]]
+        total[0] += cell["visits"]
+        total[1] += cell["sum_ms"]
+    # Sorted like the cells: every writer locks the totals' rows in one order.
+    params = [
+        {"state": s, "bucket": b, "visits": n, "sum_ms": ms} for (s, b), (n, ms) in sorted(totals.items())
+    ]
+    if not params:
+        return
+    conn.execute(_bump(conn.dialect.name, stage_totals), params)
+    emptied = [{"state": s, "bucket": b} for (s, b), (n, _) in sorted(totals.items()) if n < 0]
+    if emptied:
+        conn.execute(_DROP_EMPTY_TOTALS, emptied)
+
+
+def summed(conn: Connection) -> list[tuple[str, int, int, int]]:
+    """stage_histogram summed over projects, by the GROUP BY: what stage_totals must hold."""
+    return [(s, int(b), int(n), int(ms)) for s, b, n, ms in conn.execute(_SUMMED) if n]
 
 
 def visits_of_runs(conn: Connection, records: Sequence[PipelineHistory]) -> list[Visit]:
