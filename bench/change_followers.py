@@ -8,7 +8,10 @@ without its reads, on its own tickets, for --seconds after a common start. Write
 all the writes over the time from that start to the last writer's end. A run is made with no
 reader, then one with --readers reader processes, each following the log from cursor 0 with
 wait_for_changes(cursor, timeout=0.25) -> changes_since(cursor) from before the writers start
-until it has read the final log; each fresh database. With --rounds above 1 the two runs
+until it has read the final log (--linger, default 0.05 s: each wait goes on for that long
+once a newer change is seen, so a reader reads at most 20 pages a second, as a dashboard
+redrawing at most 20 times a second would; --linger 0 reads after every commit it sees); each
+fresh database. With --rounds above 1 the two runs
 alternate which goes first and the medians are kept.
 
 The check: every reader saw the seq of each change of the final log (changes_since from 0 once
@@ -16,7 +19,7 @@ the writers are done) exactly once and in order; no miss, no repeat. The goal: t
 take less than 10% off the writers' throughput.
 
     .venv/bin/python bench/change_followers.py [--engines sqlite,postgresql] [--readers 10]
-        [--writers 4] [--seconds 20] [--rounds 1] [--quick]
+        [--writers 4] [--seconds 20] [--rounds 1] [--linger 0.05] [--quick]
 """
 
 from __future__ import annotations
@@ -98,7 +101,7 @@ def writer(location: str, index: int, projects: list[str], seconds: float, start
         results.put(f"writer {index}: {type(exc).__name__}: {exc}")
 
 
-def reader(location: str, ready: Any, stop: Any, final: Any, results: Any) -> None:
+def reader(location: str, linger: float, ready: Any, stop: Any, final: Any, results: Any) -> None:
     """Follow the log from 0 until `stop` is set and the cursor reached `final`; report the
     seqs, the pages read and the CPU seconds from the start on."""
     try:
@@ -109,7 +112,7 @@ def reader(location: str, ready: Any, stop: Any, final: Any, results: Any) -> No
             cursor, pages = 0, 0
             seqs: list[int] = []
             while not (stop.is_set() and cursor >= final.value):
-                if not store.wait_for_changes(cursor, timeout=READER_TIMEOUT):
+                if not store.wait_for_changes(cursor, timeout=READER_TIMEOUT, linger=linger):
                     continue
                 page = store.changes_since(cursor)
                 seqs.extend(change.seq for change in page.changes)
@@ -191,13 +194,15 @@ def final_log(location: str) -> list[int]:
     return seqs
 
 
-def one_run(engine: str, readers: int, writers: int, seconds: float) -> Run:
+def one_run(engine: str, readers: int, writers: int, seconds: float, linger: float) -> Run:
     location, projects = fresh(engine)
     ctx = mp.get_context("spawn")
     start, ready = ctx.Barrier(writers + 1), ctx.Barrier(readers + 1)
     stop, final = ctx.Event(), ctx.Value("q", 0)
     done, seen = ctx.Queue(), ctx.Queue()
-    procs = [ctx.Process(target=reader, args=(location, ready, stop, final, seen)) for _ in range(readers)]
+    procs = [
+        ctx.Process(target=reader, args=(location, linger, ready, stop, final, seen)) for _ in range(readers)
+    ]
     procs += [
         ctx.Process(target=writer, args=(location, w, projects, seconds, start, done)) for w in range(writers)
     ]
@@ -261,6 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--writers", type=int, default=4, help="writer processes (default 4)")
     parser.add_argument("--seconds", type=float, default=20.0, help="seconds the writers write (default 20)")
     parser.add_argument("--rounds", type=int, default=1, help="pairs of runs; the medians are kept")
+    parser.add_argument("--linger", type=float, default=0.05, help="the readers' linger (default 0.05 s)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 5 s, 1 round")
     parser.add_argument("--no-wait", action="store_true", help="do not wait for an idle machine")
     args = parser.parse_args(argv)
@@ -270,7 +276,8 @@ def main(argv: list[str] | None = None) -> int:
     print_machine()
     print(
         f"# {args.writers} writer processes for {args.seconds:g} s, without readers and with "
-        f"{args.readers} reader processes; {args.rounds} round(s); {PROJECTS} projects; a fresh "
+        f"{args.readers} reader processes (linger {args.linger:g} s); {args.rounds} round(s); "
+        f"{PROJECTS} projects; a fresh "
         "database per run"
     )
     results: dict[str, dict[int, list[Run]]] = {}
@@ -280,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
             if not args.no_wait:
                 wait_quiet()
             for readers in (0, args.readers) if r % 2 == 0 else (args.readers, 0):
-                run = retrying(one_run, engine, readers, args.writers, args.seconds)
+                run = retrying(one_run, engine, readers, args.writers, args.seconds, args.linger)
                 runs[readers].append(run)
                 print(
                     f"  {engine} round {r + 1}, {readers} readers: {run.writes:,} writes in "

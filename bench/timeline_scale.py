@@ -112,6 +112,10 @@ def build(path: Path, runs: int) -> None:
         "INSERT INTO stage_histogram VALUES (?, ?, ?, ?, ?)",
         [(p, s, b, n, total) for (p, s, b), (n, total) in cells.items()],
     )
+    conn.execute(
+        "INSERT INTO stage_totals SELECT state, bucket, sum(visits), sum(sum_ms) FROM stage_histogram "
+        "GROUP BY state, bucket"
+    )
     totals: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0, 0, 0])
     runs_of: dict[tuple[str, int], int] = defaultdict(int)
     for row in conn.execute(
@@ -156,6 +160,7 @@ TABLES = (
     "pipeline_history",
     "pipeline_transitions",
     "stage_histogram",
+    "stage_totals",
     "history_stats",
     "duration_histogram",
 )

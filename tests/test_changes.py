@@ -243,6 +243,48 @@ def test_wait_returns_at_once_when_a_change_is_there_and_false_at_the_timeout(
     assert store.wait_for_changes(head, timeout=0.05) is False
 
 
+@pytest.mark.parametrize("linger", [-1, float("nan"), float("inf"), 61, True, None, "1"])
+def test_wait_refuses_bad_lingers(store: StateStore, linger: object) -> None:
+    with pytest.raises(ValidationError, match=r"linger must be a number of seconds in \[0, 60\]"):
+        store.wait_for_changes(0, timeout=0, linger=linger)  # type: ignore[arg-type]
+
+
+def test_a_lingering_wait_returns_what_commits_meanwhile_in_one_page(
+    store: StateStore, project: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The linger comes after a newer change is seen and before the wait returns: a write
+    made during it is in the page the follower reads next; a wait that times out lingers not."""
+    head = store.change_cursor()
+    pauses: list[float] = []
+    pause = store.database.pause
+
+    def write_meanwhile(seconds: float) -> None:
+        pauses.append(seconds)
+        store.create_pipeline(project.id, len(pauses), "t", "b")
+        pause(seconds)
+
+    monkeypatch.setattr(store.database, "pause", write_meanwhile)
+    assert store.wait_for_changes(head, timeout=0, linger=0.01) is False
+    assert pauses == []
+    store.create_pipeline(project.id, 0, "t", "b")
+    assert store.wait_for_changes(head, timeout=0, linger=0.01) is True
+    assert pauses == [0.01]
+    assert [c.op for c in store.changes_since(head).changes] == ["created", "created"]
+
+
+def test_close_ends_a_linger(store_url: str) -> None:
+    store = StateStore(store_url)
+    store.create_project("P", "acme/p")
+    result: list[object] = []
+    waiter = threading.Thread(target=lambda: result.append(store.wait_for_changes(0, timeout=0, linger=60)))
+    waiter.start()
+    time.sleep(0.2)
+    store.close()
+    waiter.join(30)
+    assert not waiter.is_alive(), "the linger outlived close()"
+    assert result == [True]
+
+
 def test_wait_wakes_for_a_commit_made_by_another_thread(store: StateStore, project: Project) -> None:
     head = store.change_cursor()
     writer = threading.Timer(0.2, lambda: store.create_pipeline(project.id, 1, "t", "b"))

@@ -264,10 +264,10 @@ def seconds(field: str, value: Any) -> float:
     return float(value)
 
 
-def wait_seconds(field: str, value: Any) -> float:
-    """A number of seconds to wait, in [0, 86400]."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 86400:
-        raise ValidationError(f"{field} must be a number of seconds in [0, 86400], got {value!r}")
+def wait_seconds(field: str, value: Any, *, maximum: int = 86400) -> float:
+    """A number of seconds to wait, in [0, maximum]."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= maximum:
+        raise ValidationError(f"{field} must be a number of seconds in [0, {maximum}], got {value!r}")
     return float(value)
 
 

@@ -37,7 +37,6 @@ from .queries.changes import Entry
 from .records import (
     CLEAR,
     UNSET,
-    Change,
     ChangePage,
     Clear,
     DeletedProject,
@@ -61,6 +60,8 @@ MAX_PAGE = 10_000
 """The most history rows one page may ask for."""
 MAX_BATCH = 100_000
 """The largest batch_size of import, prune, iteration and copy."""
+MAX_LINGER = 60
+"""The longest linger of wait_for_changes, in seconds."""
 Progress = Callable[[int], None]
 """Called with the number of rows just done, after each batch."""
 
@@ -910,16 +911,12 @@ class StateStore:
         check.integer("limit", limit, minimum=1, maximum=MAX_PAGE)
         owner = check.optional_identifier("project_id", project_id)
 
-        def read(conn: Connection) -> tuple[int, int, list[Change]]:
-            last, pruned = changes.head(conn)
-            return last, pruned, changes.since(conn, cursor, limit, owner)
-
-        last, pruned, found = self._db.read(read, snapshot=True)
+        last, pruned, found = self._db.read(lambda conn: changes.page(conn, cursor, limit, owner))
         _check_cursor(cursor, last, pruned)
         # A short page has read everything up to `last` (in the same snapshot), matching or not.
         return ChangePage(tuple(found), found[-1].seq if len(found) == limit else last)
 
-    def wait_for_changes(self, cursor: int, *, timeout: float) -> bool:
+    def wait_for_changes(self, cursor: int, *, timeout: float, linger: float = 0.0) -> bool:
         """Return True as soon as a change after `cursor` is committed (at once if one is),
         False when `timeout` seconds (0 to 86,400) pass without one.
 
@@ -929,16 +926,30 @@ class StateStore:
         idle connection. Either way the answer comes from the committed log, never from the
         notification alone. Returns False early when the store is being closed.
 
+        Args:
+            linger: seconds (0 to 60) to go on waiting once a newer change is seen, so that
+                what commits meanwhile comes in the same page: a follower that reads after
+                each True reads at most 1/linger pages a second however busy the writers are
+                (a dashboard's many followers then cost the writers little), and sees a
+                change at most `linger` later.
+
         Raises:
             CursorExpiredError: the cursor is beyond the log's end.
         """
         check.integer("cursor", cursor, minimum=0)
         wait = check.wait_seconds("timeout", timeout)
+        gather = check.wait_seconds("linger", linger, maximum=MAX_LINGER)
 
-        last = self._db.read(lambda conn: changes.head(conn)[0])
+        def head(conn: Connection) -> int:
+            return changes.head(conn)[0]
+
+        last = self._db.read(head)
         if cursor > last:
             _check_cursor(cursor, last, 0)
-        return self._db.wait(lambda conn: changes.head(conn)[0], cursor, wait, changes.CHANNEL)
+        if not self._db.wait(head, cursor, wait, changes.CHANNEL, last=last):
+            return False
+        self._db.pause(gather)
+        return True
 
     def prune_changes(
         self, *, before: datetime | None = None, keep: int | None = None, batch_size: int = 10_000

@@ -35,6 +35,8 @@ CLOSE_GRACE = 1.0
 """Seconds close() lets other threads' calls finish before it interrupts them."""
 WAIT_POLL = 0.01
 """Seconds between looks at ":memory:" while waiting for a commit."""
+PAUSE_SLICE = 0.05
+"""Seconds between looks at whether the store was closed during a pause."""
 _KINDS = ("write", "read", "snapshot", "idle")
 """Kinds of call: a write transaction, a read, a read in one snapshot, and a wait outside
 any transaction."""
@@ -96,18 +98,19 @@ class Database:
         `unique` and `foreign_key` are raised when the call breaks such a constraint."""
         return self._call(work, kind="write", unique=unique, foreign_key=foreign_key)
 
-    def wait(self, head: Work[int], cursor: int, timeout: float, channel: str) -> bool:
+    def wait(self, head: Work[int], cursor: int, timeout: float, channel: str, *, last: int) -> bool:
         """Wait until `head` (a read of the change log's last number) passes `cursor`, or
         `timeout` seconds pass (False; also when the store is being closed).
 
-        The head is read at once, then each time the engine tells of a commit by another
-        connection (SQLite: PRAGMA data_version; PostgreSQL: a notification on `channel`) and
-        at least every few hundred ms. One connection watches for all the threads of this
-        store that wait (db/watch.py), outside any transaction, so waiters never take the
-        pool from writers and hold back no cleanup or checkpoint.
+        `last` is the head the caller has just read; the head is read again each time the
+        engine tells of a commit by another connection (SQLite: PRAGMA data_version;
+        PostgreSQL: a notification on `channel`) and at least every few hundred ms. One
+        connection watches for all the threads of this store that wait (db/watch.py), outside
+        any transaction, so waiters never take the pool from writers and hold back no cleanup
+        or checkpoint.
         """
         deadline = time.monotonic() + timeout
-        if self._watch.publish(self.read(head)) > cursor:
+        if self._watch.publish(last) > cursor:
             return True
         if self.dialect.shared_connection:
             # ":memory:" is one connection for every thread: holding it would keep writers out.
@@ -129,6 +132,12 @@ class Database:
             return self._call(watching, kind="idle")
 
         return self._watch.wait_past(cursor, deadline, lambda: self._closed, watch)
+
+    def pause(self, seconds: float) -> None:
+        """Sleep `seconds`, or less when the store is closed meanwhile."""
+        end = time.monotonic() + seconds
+        while not self._closed and (remaining := end - time.monotonic()) > 0:
+            time.sleep(min(remaining, PAUSE_SLICE))
 
     @contextmanager
     def translating(self) -> Iterator[None]:

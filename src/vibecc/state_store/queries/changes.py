@@ -21,8 +21,9 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, bindparam, delete, func, select, update
+from sqlalchemy import Connection, Select, bindparam, delete, func, select, true, update
 
+from ..errors import StorageError
 from ..models import change_counter, changes
 from ..records import Change
 from . import rows
@@ -55,6 +56,19 @@ _SINCE = (
     .limit(bindparam("limit"))
 )
 _SINCE_OF_PROJECT = _SINCE.where(changes.c.project_id == bindparam("project_id"))
+
+
+def _with_head(since: Select[Any]) -> Select[Any]:
+    """The counter row joined to a page of the log: one statement, so one snapshot, on both
+    engines (the counter comes back once with NULLs when the page is empty)."""
+    page = since.subquery("page")
+    joined = change_counter.outerjoin(page, true())
+    head_and_page = select(_C.last_seq, _C.pruned_through, *page.c).select_from(joined)
+    return head_and_page.where(_C.id == 1).order_by(page.c.seq)
+
+
+_PAGE = _with_head(_SINCE)
+_PAGE_OF_PROJECT = _with_head(_SINCE_OF_PROJECT)
 _FIRST_NOT_BEFORE = select(func.min(changes.c.seq)).where(changes.c.at >= bindparam("before"))
 _DELETE_THROUGH = delete(changes).where(changes.c.seq <= bindparam("through"))
 _MARK_PRUNED = (
@@ -85,12 +99,19 @@ def head(conn: Connection) -> tuple[int, int]:
     )
 
 
-def since(conn: Connection, cursor: int, limit: int, project_id: str | None) -> list[Change]:
+def page(conn: Connection, cursor: int, limit: int, project_id: str | None) -> tuple[int, int, list[Change]]:
+    """(last change number, last pruned, up to `limit` changes after `cursor`), all read in
+    one statement, so the page and the head are of the same moment."""
     params: dict[str, Any] = {"cursor": cursor, "limit": limit}
-    statement = _SINCE
+    statement = _PAGE
     if project_id is not None:
-        statement, params["project_id"] = _SINCE_OF_PROJECT, project_id
-    return [rows.change(row) for row in conn.execute(statement, params)]
+        statement, params["project_id"] = _PAGE_OF_PROJECT, project_id
+    found = conn.execute(statement, params).all()
+    if not found:
+        raise StorageError("the change log's counter row is missing")
+    last = rows.stored_int("change_counter.last_seq", found[0][0])
+    pruned = rows.stored_int("change_counter.pruned_through", found[0][1])
+    return last, pruned, [rows.change(row[2:]) for row in found if row[2] is not None]
 
 
 def through_before(conn: Connection, before: datetime) -> int:

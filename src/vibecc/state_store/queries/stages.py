@@ -144,11 +144,13 @@ def _visits(found: Sequence[Any], completed: dict[str, datetime]) -> list[Visit]
 def kept(conn: Connection, project_id: str | None) -> dict[PipelineState, StageStats]:
     """Stage statistics from the kept histogram: a read of at most states x buckets rows."""
     statement = _KEPT if project_id is None else _KEPT_OF_PROJECT
-    cells: dict[PipelineState, list[tuple[int, int, int]]] = defaultdict(list)
-    for state, index, visits, total_ms in conn.execute(statement, {"project_id": project_id}):
+    by_stored: dict[str, list[tuple[int, int, int]]] = defaultdict(list)
+    for stored, *numbers in conn.execute(statement, {"project_id": project_id}).all():
+        index, visits, total_ms = rows.stored_ints("stage histogram cell", numbers)
         if visits > 0:
-            cells[rows.state(state)].append((int(index), int(visits), int(total_ms)))
-    return {state: _from_histogram(state, sorted(cells[state])) for state in PipelineState}
+            by_stored[stored].append((index, visits, total_ms))
+    cells = {rows.state(stored): found for stored, found in by_stored.items()}
+    return {state: _from_histogram(state, sorted(cells.get(state, []))) for state in PipelineState}
 
 
 def _from_histogram(state: PipelineState, cells: list[tuple[int, int, int]]) -> StageStats:
