@@ -1,11 +1,15 @@
 """What a call costs on top of the driver, with the disk taken out (SQLite, synchronous=OFF).
 
-Three ways to run one update_pipeline transaction (BEGIN IMMEDIATE, the UPDATE ... RETURNING,
-COMMIT) and one get_pipeline read on the same pooled connection:
-  driver      the SQL the store sends, on the sqlite3 cursor
-  sqlalchemy  the store's query function through Connection.execute, begun by the begin event
-  store       the public call
-so the gap between them is SQLAlchemy's execution and the store's own work.
+One update_pipeline with a state change (BEGIN IMMEDIATE, the UPDATE ... RETURNING, the
+transition, the change log's counter and rows, COMMIT) and one get_pipeline read, each run
+three ways on the same pooled connection, with the statements and parameters the store itself
+sent (captured with a before_cursor_execute listener):
+  driver           replayed on the sqlite3 connection
+  exec_driver_sql  replayed through SQLAlchemy's Connection.exec_driver_sql in a transaction
+                   begun by the store's begin event (engine events fire, nothing compiled)
+  store            the public call (Connection.execute of the prebuilt statements)
+so the columns show what SQLAlchemy's execution costs per call, and how much of it a runner
+on exec_driver_sql would save.
 
     .venv/bin/python bench/execution_cost.py [--calls 2000]
 """
@@ -13,23 +17,39 @@ so the gap between them is SQLAlchemy's execution and the store's own work.
 from __future__ import annotations
 
 import argparse
+import itertools
 import statistics
 import sys
 import time
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sqlalchemy import event
+from sqlalchemy import Connection, event
 
 from bench.common import OUT, print_machine, remove_sqlite
-from vibecc.state_store import StateStore
+from vibecc.state_store import PipelineState, StateStore
 from vibecc.state_store.db.dialects import BEGIN
-from vibecc.state_store.queries import pipelines
+
+Statements = list[tuple[str, Any]]
+STATES = (PipelineState.CODING, PipelineState.TESTING)
+FIRST_REPLAYED_SEQ = 10**12
+"""A replayed change-log row takes its number from here up, clear of the store's own."""
+
+
+_numbers = itertools.count(FIRST_REPLAYED_SEQ)
+
+
+def replayed(statements: Statements) -> Statements:
+    """The statements for one more replay: each change-log row under a number of its own (the
+    other statements repeat as they are: the same UPDATE, a transition numbered by SQL)."""
+    return [
+        (sql, (next(_numbers), *parameters[1:]) if sql.startswith("INSERT INTO changes") else parameters)
+        for sql, parameters in statements
+    ]
 
 
 def per_call(fn: Callable[[int], Any], calls: int) -> float:
@@ -41,6 +61,23 @@ def per_call(fn: Callable[[int], Any], calls: int) -> float:
             fn(i)
         blocks.append((time.perf_counter() - start) / (calls // 5) * 1e6)
     return statistics.median(blocks)
+
+
+def captured(store: StateStore, call: Callable[[], object]) -> Statements:
+    """The statements (SQL, parameters) the store sends for `call`, BEGIN left out."""
+    sent: Statements = []
+
+    def seen(conn: Any, cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        if not statement.startswith("BEGIN"):
+            sent.append((statement, parameters))
+
+    engine = store.database.engine
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        call()
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
+    return sent
 
 
 def main() -> None:
@@ -59,62 +96,56 @@ def main() -> None:
             engine = store.database.engine
             writer = engine.execution_options(**{BEGIN: "BEGIN IMMEDIATE"})
             reader = engine.execution_options(**{BEGIN: ""})
-            update_sql: list[str] = []
-            select_sql: list[str] = []
-
-            def seen(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
-                if statement.startswith("UPDATE"):
-                    update_sql.append(statement)
-                elif statement.startswith("SELECT"):
-                    select_sql.append(statement)
-
             with reader.connect() as conn:
                 conn.exec_driver_sql("PRAGMA synchronous = OFF")  # the disk out: CPU cost only
                 conn.commit()
-            event.listen(engine, "before_cursor_execute", seen)
-            store.update_pipeline(pipeline_id, retry_count_ci=1)
-            store.get_pipeline(pipeline_id)
-            event.remove(engine, "before_cursor_execute", seen)
-            stamp = "2026-01-01 00:00:00.000000"
+            update = captured(store, lambda: store.update_pipeline(pipeline_id, state=STATES[0]))
+            read = captured(store, lambda: store.get_pipeline(pipeline_id))
 
-            def driver_update(i: int) -> None:
-                with writer.connect() as conn:
-                    raw = conn.connection.driver_connection
-                    assert raw is not None
-                    raw.execute("BEGIN IMMEDIATE")
-                    raw.execute(update_sql[0], (i % 1000, stamp, 1, pipeline_id)).fetchall()
-                    raw.commit()
+            def driver(statements: Statements, begin: str) -> Callable[[int], None]:
+                def run(_: int) -> None:
+                    with reader.connect() as conn:
+                        raw = conn.connection.driver_connection
+                        assert raw is not None
+                        if begin:
+                            raw.execute(begin)
+                        for sql, parameters in replayed(statements):
+                            raw.execute(sql, parameters).fetchall()
+                        if begin:
+                            raw.commit()
 
-            def sqlalchemy_update(i: int) -> None:
-                with writer.connect() as conn, conn.begin():
-                    pipelines.update_fields(
-                        conn, pipeline_id, {"retry_count_ci": i % 1000}, None, datetime.now(UTC)
-                    )
+                return run
 
-            def driver_read(i: int) -> None:
-                with reader.connect() as conn:
-                    raw = conn.connection.driver_connection
-                    assert raw is not None
-                    raw.execute(select_sql[0], (pipeline_id,)).fetchall()
+            def documented(statements: Statements, opened: Any) -> Callable[[int], None]:
+                def run(_: int) -> None:
+                    conn: Connection
+                    with opened.connect() as conn, conn.begin():
+                        for sql, parameters in replayed(statements):
+                            result = conn.exec_driver_sql(sql, parameters)
+                            if result.returns_rows:
+                                result.all()
 
-            def sqlalchemy_read(i: int) -> None:
-                with reader.connect() as conn, conn.begin():
-                    pipelines.by_id(conn, pipeline_id)
+                return run
 
             rows = [
                 (
-                    "update_pipeline",
-                    driver_update,
-                    sqlalchemy_update,
-                    lambda i: store.update_pipeline(pipeline_id, retry_count_ci=i % 1000),
+                    f"update_pipeline ({len(update)} statements)",
+                    driver(update, "BEGIN IMMEDIATE"),
+                    documented(update, writer),
+                    lambda i: store.update_pipeline(pipeline_id, state=STATES[i % 2]),
                 ),
-                ("get_pipeline", driver_read, sqlalchemy_read, lambda i: store.get_pipeline(pipeline_id)),
+                (
+                    f"get_pipeline ({len(read)} statement)",
+                    driver(read, ""),
+                    documented(read, reader),
+                    lambda i: store.get_pipeline(pipeline_id),
+                ),
             ]
-            print("\nµs per call, median of 5 blocks")
-            print(f"{'call':16} {'driver':>8} {'sqlalchemy':>11} {'store':>8}")
-            for name, driver, through, public in rows:
-                costs = [per_call(fn, args.calls) for fn in (driver, through, public)]
-                print(f"{name:16} {costs[0]:8.1f} {costs[1]:11.1f} {costs[2]:8.1f}")
+            print("\nµs per call, median of 5 blocks (the same SQL and parameters in each column)")
+            print(f"{'call':32} {'driver':>8} {'exec_driver_sql':>16} {'store':>8}")
+            for name, raw, through, public in rows:
+                costs = [per_call(fn, args.calls) for fn in (raw, through, public)]
+                print(f"{name:32} {costs[0]:8.1f} {costs[1]:16.1f} {costs[2]:8.1f}")
     finally:
         remove_sqlite(path)
 
