@@ -302,7 +302,7 @@ VALID: dict[str, Callable[[World], dict[str, Any]]] = {
     },
     "StateStore.count_history": _history_filters,
     "StateStore.changes_since": lambda w: {"cursor": 0, "limit": 10, "project_id": w.project.id},
-    "StateStore.wait_for_changes": lambda w: {"cursor": 0, "timeout": 0.0},
+    "StateStore.wait_for_changes": lambda w: {"cursor": 0, "timeout": 0.0, "linger": 0.0},
     "StateStore.prune_changes": lambda w: {"keep": 10_000, "batch_size": 10},
     "StateStore.iter_history": lambda w: {**_history_filters(w), "batch_size": 1},
     "StateStore.get_timelines": lambda w: {"pipeline_ids": [w.queued.id, w.merged.id, w.history[0].id]},

@@ -205,6 +205,9 @@ class Harness:
             timeout = arguments.get("timeout")
             if conforms(timeout, float, argument=True) and 0.05 < timeout <= 86_400:  # type: ignore[operator]
                 arguments["timeout"] = 0.05
+            linger = arguments.get("linger")  # the same for a linger the call accepts
+            if conforms(linger, float, argument=True) and 0.05 < linger <= 60:  # type: ignore[operator]
+                arguments["linger"] = 0.05
         outcome: Outcome
         try:
             result = call.target.resolve(self.world)(**arguments)
