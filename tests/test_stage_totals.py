@@ -10,12 +10,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 import vibecc.state_store.store as store_module
 from vibecc.state_store import PipelineState, StateStore, migrate
-from vibecc.state_store.models import stage_totals
-from vibecc.state_store.queries import stages
+from vibecc.state_store.models import stage_histogram, stage_totals
 
 QUEUED, CODING, TESTING, REVIEW, MERGED, FAILED = PipelineState
 T0 = datetime.fromisoformat("2026-03-02T09:00:00+00:00")
@@ -28,8 +27,11 @@ def totals(store: StateStore) -> list[tuple[str, int, int, int]]:
 
 
 def summed(store: StateStore) -> list[tuple[str, int, int, int]]:
+    """stage_histogram summed over projects, by a GROUP BY: what stage_totals must hold."""
+    h = stage_histogram.c
+    query = select(h.state, h.bucket, func.sum(h.visits), func.sum(h.sum_ms)).group_by(h.state, h.bucket)
     with store.database.engine.connect() as conn:
-        return sorted(stages.summed(conn))
+        return sorted((s, int(b), int(n), int(ms)) for s, b, n, ms in conn.execute(query) if n)
 
 
 def ticket(store: StateStore, project_id: str, n: int, *, state: PipelineState = MERGED) -> str:

@@ -12,7 +12,7 @@ from datetime import datetime
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Connection, Executable, Table, bindparam, delete, func, select
+from sqlalchemy import Connection, Executable, Table, bindparam, delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from ..models import history, stage_histogram, stage_totals, transitions
@@ -37,7 +37,6 @@ _KEPT = select(_T.state, _T.bucket, _T.visits, _T.sum_ms)
 _KEPT_OF_PROJECT = select(_H.state, _H.bucket, _H.visits, _H.sum_ms).where(
     _H.project_id == bindparam("project_id")
 )
-_SUMMED = select(_H.state, _H.bucket, func.sum(_H.visits), func.sum(_H.sum_ms)).group_by(_H.state, _H.bucket)
 
 
 @cache
@@ -92,11 +91,6 @@ def add_totals(conn: Connection, cells: Iterable[dict[str, Any]]) -> None:
     emptied = [{"state": s, "bucket": b} for (s, b), (n, _) in sorted(totals.items()) if n < 0]
     if emptied:
         conn.execute(_DROP_EMPTY_TOTALS, emptied)
-
-
-def summed(conn: Connection) -> list[tuple[str, int, int, int]]:
-    """stage_histogram summed over projects, by the GROUP BY: what stage_totals must hold."""
-    return [(s, int(b), int(n), int(ms)) for s, b, n, ms in conn.execute(_SUMMED) if n]
 
 
 def visits_of_runs(conn: Connection, records: Sequence[PipelineHistory]) -> list[Visit]:
