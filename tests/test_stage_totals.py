@@ -13,8 +13,9 @@ import pytest
 from sqlalchemy import func, select
 
 import vibecc.state_store.store as store_module
-from vibecc.state_store import PipelineState, StateStore, migrate
+from vibecc.state_store import PipelineHistory, PipelineState, StateStore, migrate
 from vibecc.state_store.models import stage_histogram, stage_totals
+from vibecc.state_store.queries import buckets
 
 QUEUED, CODING, TESTING, REVIEW, MERGED, FAILED = PipelineState
 T0 = datetime.fromisoformat("2026-03-02T09:00:00+00:00")
@@ -27,11 +28,12 @@ def totals(store: StateStore) -> list[tuple[str, int, int, int]]:
 
 
 def summed(store: StateStore) -> list[tuple[str, int, int, int]]:
-    """stage_histogram summed over projects, by a GROUP BY: what stage_totals must hold."""
+    """stage_histogram summed over projects, by a GROUP BY: what stage_totals must hold (a
+    sum of nothing, no visit and no time, is no row)."""
     h = stage_histogram.c
     query = select(h.state, h.bucket, func.sum(h.visits), func.sum(h.sum_ms)).group_by(h.state, h.bucket)
     with store.database.engine.connect() as conn:
-        return sorted((s, int(b), int(n), int(ms)) for s, b, n, ms in conn.execute(query) if n)
+        return sorted((s, int(b), int(n), int(ms)) for s, b, n, ms in conn.execute(query) if n or ms)
 
 
 def ticket(store: StateStore, project_id: str, n: int, *, state: PipelineState = MERGED) -> str:
@@ -74,6 +76,63 @@ def test_every_write_of_the_histogram_keeps_the_totals_equal_to_its_sum(
     assert totals(store) == summed(store) != []
     store.prune_history(before=clock[0] + timedelta(days=1))
     assert totals(store) == summed(store) == []  # emptied cells are dropped, not kept at zero
+
+
+def test_totals_stay_the_sum_when_a_run_is_counted_differently_at_prune(
+    store: StateStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A record imported under an active pipeline's id with a completion ahead of the
+    pipeline's next transitions is counted with one CODING visit at import and another at
+    prune, which leaves a cell below zero beside another project's cell in the same bucket
+    (170 s and 175 s: one bucket); the totals follow the cells through it, and a later archive
+    that brings a cell back to nothing drops its total too."""
+    moment = [T0]
+    monkeypatch.setattr(store_module, "now", lambda: moment[0])
+
+    def at(seconds: float) -> None:
+        moment[0] = T0 + timedelta(seconds=seconds)
+
+    p, q = (store.create_project(f"P{i}", f"acme/p{i}") for i in range(2))
+    done = store.create_pipeline(q.id, 1, "t", "b")
+    store.update_pipeline(done.id, state=CODING)
+    at(170)
+    store.update_pipeline(done.id, state=MERGED)
+    store.archive_pipeline(done.id)
+    at(1000)
+    active = store.update_pipeline(store.create_pipeline(p.id, 2, "t", "b").id, state=CODING)
+    far = T0 + timedelta(days=3650)
+    record = PipelineHistory(
+        id=active.id,
+        project_id=p.id,
+        ticket_id="2",
+        ticket_title="t",
+        final_state=MERGED,
+        branch_name="b",
+        pr_id=None,
+        pr_url=None,
+        total_retries_ci=0,
+        total_retries_review=0,
+        started_at=active.created_at,
+        completed_at=far,
+        duration_seconds=int((far - active.created_at).total_seconds()),
+    )
+    store.import_history([record])
+    at(1175)
+    store.update_pipeline(active.id, state=TESTING)
+    at(4000)
+    store.prune_history(before=far + timedelta(seconds=1), project_id=p.id)
+    assert totals(store) == summed(store)
+    cell = (CODING.value, buckets.bucket(170_000))
+    assert (*cell, 0, -5_000) in totals(store)  # no visit left, but time: kept
+    store.prune_history(before=far + timedelta(seconds=1), project_id=q.id)
+    assert totals(store) == summed(store)
+    assert (*cell, -1, -175_000) in totals(store)  # below zero
+    again = store.create_pipeline(p.id, 3, "t", "b")
+    store.update_pipeline(again.id, state=CODING)
+    at(4175)
+    store.archive_pipeline(store.update_pipeline(again.id, state=MERGED).id)
+    assert totals(store) == summed(store)
+    assert cell not in {(state, bucket) for state, bucket, _, _ in totals(store)}  # back to nothing
 
 
 def test_get_stage_stats_reads_the_totals(store: StateStore, clock: list[datetime]) -> None:

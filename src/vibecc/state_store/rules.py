@@ -53,8 +53,29 @@ _BRANCH_BAD_CHARS = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]")
 
 
 def _describe(value: object) -> str:
-    text = repr(value)
+    """The value as a message may show it: its repr, cut short; never the caller's own code
+    running wild (a __repr__ that raises) nor an int too long to print."""
+    plain = _plain_number(value)
+    if isinstance(plain, int) and plain.bit_length() > 200:
+        return f"an int of {plain.bit_length():,} bits"
+    try:
+        text = repr(value if plain is None else plain)
+    except Exception:
+        return f"a {type(value).__name__} that cannot be shown"
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _plain_number(value: object) -> int | float | None:
+    """The builtin int or float a number holds, read by int's and float's own methods (a
+    subclass's comparisons and conversions are the caller's code and may say anything);
+    None for anything else, bools included."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return int.__int__(value)
+    if isinstance(value, float):
+        return float.__float__(value)
+    return None
 
 
 def text(
@@ -69,30 +90,32 @@ def text(
     """A str that PostgreSQL and SQLite both store exactly: no NUL, no lone surrogate."""
     if not isinstance(value, str):
         raise ValidationError(f"{field} must be a str, got {type(value).__name__} {_describe(value)}")
-    if not value and not allow_empty:
+    plain: str = str.__str__(value)  # a subclass's own methods are the caller's code: use str's
+    if not plain and not allow_empty:
         raise ValidationError(f"{field} must not be empty")
-    if value and not allow_blank and not value.strip():
-        raise ValidationError(f"{field} must not be blank, got {_describe(value)}")
-    if "\x00" in value:
+    if plain and not allow_blank and not plain.strip():
+        raise ValidationError(f"{field} must not be blank, got {_describe(plain)}")
+    if "\x00" in plain:
         raise ValidationError(f"{field} must not contain a NUL character")
     try:
-        encoded = value.encode("utf-8")
+        encoded = plain.encode("utf-8")
     except UnicodeEncodeError as exc:
         raise ValidationError(f"{field} is not valid Unicode text (lone surrogate at {exc.start})") from None
-    if max_chars is not None and len(value) > max_chars:
-        raise ValidationError(f"{field} must be at most {max_chars} characters, got {len(value)}")
+    if max_chars is not None and len(plain) > max_chars:
+        raise ValidationError(f"{field} must be at most {max_chars} characters, got {len(plain)}")
     if max_bytes is not None and len(encoded) > max_bytes:
         raise ValidationError(f"{field} must be at most {max_bytes} bytes of UTF-8, got {len(encoded)}")
-    return value
+    return plain
 
 
 def integer(field: str, value: Any, *, minimum: int, maximum: int = MAX_INT) -> int:
     """An int (never a bool) within [minimum, maximum]."""
-    if isinstance(value, bool) or not isinstance(value, int):
+    plain = _plain_number(value)
+    if not isinstance(plain, int):
         raise ValidationError(f"{field} must be an int, got {type(value).__name__} {_describe(value)}")
-    if not minimum <= value <= maximum:
-        raise ValidationError(f"{field} must be between {minimum} and {maximum}, got {value}")
-    return int(value)
+    if not minimum <= plain <= maximum:
+        raise ValidationError(f"{field} must be between {minimum} and {maximum}, got {_describe(plain)}")
+    return plain
 
 
 def flag(field: str, value: Any) -> bool:
@@ -118,28 +141,28 @@ def optional_integer(field: str, value: Any, *, minimum: int) -> int | None:
 
 def repo(value: Any) -> str:
     """`owner/name` by GitHub's rules."""
-    text("repo", value, max_chars=140)
-    owner, slash, repo_name = value.partition("/")
+    found: str = text("repo", value, max_chars=140)
+    owner, slash, repo_name = found.partition("/")
     if not slash or not _OWNER.fullmatch(owner):
         raise ValidationError(
             f"repo must be 'owner/name' with a GitHub owner (letters, digits, single inner "
-            f"hyphens, at most 39), got {_describe(value)}"
+            f"hyphens, at most 39), got {_describe(found)}"
         )
     if not _REPO_NAME.fullmatch(repo_name) or repo_name in (".", ".."):
         raise ValidationError(
             f"repo must be 'owner/name' with a GitHub repository name (letters, digits, '.', '_', "
-            f"'-', at most 100, not '.' or '..'), got {_describe(value)}"
+            f"'-', at most 100, not '.' or '..'), got {_describe(found)}"
         )
-    return str(value)
+    return found
 
 
 def branch(field: str, value: Any) -> str:
     """A branch name that `git check-ref-format --branch` accepts."""
-    text(field, value, max_chars=MAX_BRANCH)
-    problem = _branch_problem(value)
+    found: str = text(field, value, max_chars=MAX_BRANCH)
+    problem = _branch_problem(found)
     if problem:
-        raise ValidationError(f"{field} is not a valid git branch name ({problem}): {_describe(value)}")
-    return str(value)
+        raise ValidationError(f"{field} is not a valid git branch name ({problem}): {_describe(found)}")
+    return found
 
 
 def _branch_problem(value: str) -> str | None:
@@ -166,12 +189,11 @@ def _branch_problem(value: str) -> str | None:
 def ticket_id(value: Any) -> str:
     """A ticket reference; an int is stored as its decimal string."""
     if isinstance(value, int) and not isinstance(value, bool):
-        integer("ticket_id", value, minimum=0)
-        return str(value)
-    text("ticket_id", value, max_chars=MAX_TICKET_ID)
-    if any(ch.isspace() for ch in value):
-        raise ValidationError(f"ticket_id must not contain whitespace, got {_describe(value)}")
-    return str(value)
+        return str(integer("ticket_id", value, minimum=0))
+    found = text("ticket_id", value, max_chars=MAX_TICKET_ID)
+    if any(ch.isspace() for ch in found):
+        raise ValidationError(f"ticket_id must not contain whitespace, got {_describe(found)}")
+    return found
 
 
 def stored_ticket_id(field: str, value: Any) -> str:
@@ -194,17 +216,17 @@ def long_text(field: str, value: Any) -> str:
 
 def pr_url(value: Any) -> str:
     """An absolute http(s) URL."""
-    text("pr_url", value, max_chars=MAX_URL)
-    if any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value):
-        raise ValidationError(f"pr_url must not contain whitespace or control characters: {_describe(value)}")
+    found: str = text("pr_url", value, max_chars=MAX_URL)
+    if any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in found):
+        raise ValidationError(f"pr_url must not contain whitespace or control characters: {_describe(found)}")
     try:
-        parts = urlsplit(value)
+        parts = urlsplit(found)
         parts.port  # noqa: B018  (raises on a malformed port)
     except ValueError as exc:
-        raise ValidationError(f"pr_url is not a valid URL ({exc}): {_describe(value)}") from None
+        raise ValidationError(f"pr_url is not a valid URL ({exc}): {_describe(found)}") from None
     if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
-        raise ValidationError(f"pr_url must be an absolute http(s) URL, got {_describe(value)}")
-    return str(value)
+        raise ValidationError(f"pr_url must be an absolute http(s) URL, got {_describe(found)}")
+    return found
 
 
 def state(field: str, value: Any) -> PipelineState:
@@ -259,16 +281,30 @@ def optional_identifier(field: str, value: Any) -> str | None:
 
 def seconds(field: str, value: Any) -> float:
     """A number of seconds in (0, 86400] (a timeout)."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 86400:
-        raise ValidationError(f"{field} must be a number of seconds in (0, 86400], got {value!r}")
-    return float(value)
+    found = _float_seconds(value)
+    if found is None or not 0 < found <= 86400:
+        raise ValidationError(f"{field} must be a number of seconds in (0, 86400], got {_describe(value)}")
+    return found
 
 
 def wait_seconds(field: str, value: Any, *, maximum: int = 86400) -> float:
     """A number of seconds to wait, in [0, maximum]."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= maximum:
-        raise ValidationError(f"{field} must be a number of seconds in [0, {maximum}], got {value!r}")
-    return float(value)
+    found = _float_seconds(value)
+    if found is None or not 0 <= found <= maximum:
+        wanted = f"a number of seconds in [0, {maximum}]"
+        raise ValidationError(f"{field} must be {wanted}, got {_describe(value)}")
+    return found
+
+
+def _float_seconds(value: object) -> float | None:
+    """An int or float as a builtin float; None for anything else or an int too large for one."""
+    plain = _plain_number(value)
+    if plain is None:
+        return None
+    try:
+        return float(plain)
+    except OverflowError:
+        return None
 
 
 def retries_limit(field: str, value: Any) -> int:

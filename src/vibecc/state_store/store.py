@@ -206,7 +206,7 @@ class StateStore:
 
     def get_project(self, project_id: str) -> Project:
         """The project with that id. Raises ProjectNotFoundError."""
-        check.identifier("project_id", project_id)
+        project_id = check.identifier("project_id", project_id)
         found = self._db.read(lambda conn: projects.by_id(conn, project_id))
         if found is None:
             raise ProjectNotFoundError(f"project {project_id} not found")
@@ -214,7 +214,7 @@ class StateStore:
 
     def get_project_by_repo(self, repo: str) -> Project:
         """The project of `repo` ("owner/name", any case, as on GitHub). Raises ProjectNotFoundError."""
-        check.repo(repo)
+        repo = check.repo(repo)
         found = self._db.read(lambda conn: projects.by_repo(conn, repo))
         if found is None:
             raise ProjectNotFoundError(f"project with repo {repo!r} not found")
@@ -249,7 +249,7 @@ class StateStore:
         Raises:
             ProjectNotFoundError, ValidationError.
         """
-        check.identifier("project_id", project_id)
+        project_id = check.identifier("project_id", project_id)
         given = {
             "name": name,
             "base_branch": base_branch,
@@ -287,7 +287,7 @@ class StateStore:
         Raises:
             ProjectNotFoundError, ProjectHasActivePipelinesError.
         """
-        check.identifier("project_id", project_id)
+        project_id = check.identifier("project_id", project_id)
 
         def delete(conn: Connection) -> None:
             found = projects.lock(conn, project_id)
@@ -371,7 +371,7 @@ class StateStore:
 
     def get_pipeline(self, pipeline_id: str) -> Pipeline:
         """The active pipeline with that id. Raises PipelineNotFoundError."""
-        check.identifier("pipeline_id", pipeline_id)
+        pipeline_id = check.identifier("pipeline_id", pipeline_id)
         found = self._db.read(lambda conn: pipelines.by_id(conn, pipeline_id))
         if found is None:
             raise PipelineNotFoundError(f"pipeline {pipeline_id} not found")
@@ -379,7 +379,7 @@ class StateStore:
 
     def get_pipeline_by_ticket(self, project_id: str, ticket_id: str | int) -> Pipeline:
         """The project's active pipeline for a ticket. Raises PipelineNotFoundError."""
-        check.identifier("project_id", project_id)
+        project_id = check.identifier("project_id", project_id)
         ticket = check.ticket_id(ticket_id)
         found = self._db.read(lambda conn: pipelines.by_ticket(conn, project_id, ticket))
         if found is None:
@@ -407,7 +407,7 @@ class StateStore:
         Raises:
             PipelineNotFoundError: neither an active pipeline nor a history record has the id.
         """
-        check.identifier("pipeline_id", pipeline_id)
+        pipeline_id = check.identifier("pipeline_id", pipeline_id)
 
         def timeline(conn: Connection) -> list[Transition] | None:
             if pipelines.state(conn, pipeline_id) is not None:
@@ -468,7 +468,7 @@ class StateStore:
             ValidationError: a value is not acceptable, or no field was given.
             StaleVersionError: the stored version is not `expected_version`; nothing written.
         """
-        check.identifier("pipeline_id", pipeline_id)
+        pipeline_id = check.identifier("pipeline_id", pipeline_id)
         given = {
             "state": state,
             "pr_id": pr_id,
@@ -483,7 +483,7 @@ class StateStore:
         if "state" in values:
             values["state"] = values["state"].value
         if expected_version is not None:
-            check.version("expected_version", expected_version)
+            expected_version = check.version("expected_version", expected_version)
         if not values:
             # A write of nothing would still move the version and make other writers stale.
             raise ValidationError(f"nothing to update for pipeline {pipeline_id}: give at least one field")
@@ -533,7 +533,7 @@ class StateStore:
         target = check.state("new_state", new_state)
         owner = check.optional_identifier("project_id", project_id)
         if max_active is not None:
-            check.integer("max_active", max_active, minimum=1, maximum=check.MAX_INT32)
+            max_active = check.integer("max_active", max_active, minimum=1, maximum=check.MAX_INT32)
             if owner is None:
                 raise ValidationError("max_active is a project's capacity: give project_id with it")
 
@@ -555,7 +555,7 @@ class StateStore:
 
     def delete_pipeline(self, pipeline_id: str) -> None:
         """Delete an active pipeline without archiving it. Raises PipelineNotFoundError."""
-        check.identifier("pipeline_id", pipeline_id)
+        pipeline_id = check.identifier("pipeline_id", pipeline_id)
 
         def delete(conn: Connection) -> bool:
             project_id = pipelines.delete_one(conn, pipeline_id)
@@ -620,7 +620,7 @@ class StateStore:
             PipelineNotFoundError.
             ValidationError: the pipeline is not finished; nothing written.
         """
-        check.identifier("pipeline_id", pipeline_id)
+        pipeline_id = check.identifier("pipeline_id", pipeline_id)
 
         def archive(conn: Connection) -> PipelineHistory:
             # Only a finished pipeline is taken, so a refused archive deletes nothing.
@@ -672,8 +672,8 @@ class StateStore:
             since, until: completed_at within [since, until).
         """
         where = _filter(project_id, final_state, since, until)
-        check.integer("limit", limit, minimum=1, maximum=MAX_PAGE)
-        check.integer("offset", offset, minimum=0)
+        limit = check.integer("limit", limit, minimum=1, maximum=MAX_PAGE)
+        offset = check.integer("offset", offset, minimum=0)
         cursor = _cursor(before)
         return self._db.read(lambda conn: history.page(conn, where, limit, offset, cursor))
 
@@ -689,7 +689,7 @@ class StateStore:
     ) -> HistoryPage:
         """Like get_history, with the cursor of the next page (None on the last one)."""
         where = _filter(project_id, final_state, since, until)
-        check.integer("limit", limit, minimum=1, maximum=MAX_PAGE)
+        limit = check.integer("limit", limit, minimum=1, maximum=MAX_PAGE)
         cursor = _cursor(before)
         items = self._db.read(lambda conn: history.page(conn, where, limit + 1, 0, cursor))
         if len(items) <= limit:
@@ -698,7 +698,7 @@ class StateStore:
 
     def get_history_record(self, history_id: str) -> PipelineHistory:
         """The history record with that id (an archived pipeline's id). Raises HistoryNotFoundError."""
-        check.identifier("history_id", history_id)
+        history_id = check.identifier("history_id", history_id)
         found = self._db.read(lambda conn: history.by_id(conn, history_id))
         if found is None:
             raise HistoryNotFoundError(f"history record {history_id} not found")
@@ -786,7 +786,7 @@ class StateStore:
         """
         # Checked now, not at the first next(): a generator would defer the error.
         where = _filter(project_id, final_state, since, until)
-        check.integer("batch_size", batch_size, minimum=1, maximum=MAX_BATCH)
+        batch_size = check.integer("batch_size", batch_size, minimum=1, maximum=MAX_BATCH)
         return self._scan(where, batch_size)
 
     def _scan(self, where: history.Filter, batch_size: int) -> Iterator[PipelineHistory]:
@@ -822,7 +822,7 @@ class StateStore:
             ValidationError: a timeline is not acceptable (nothing is written), or a record is
                 not (earlier batches stay imported).
         """
-        check.integer("batch_size", batch_size, minimum=1, maximum=MAX_BATCH)
+        batch_size = check.integer("batch_size", batch_size, minimum=1, maximum=MAX_BATCH)
         check.callback("progress", progress)
         given = {} if timelines is None else check.timelines("timelines", timelines)
         if isinstance(records, PipelineHistory | str | bytes) or not isinstance(records, Iterable):
@@ -872,9 +872,9 @@ class StateStore:
         Returns:
             The rows deleted (or, with dry_run, that would be).
         """
-        check.timestamp("before", before)
-        check.integer("batch_size", batch_size, minimum=1, maximum=MAX_BATCH)
-        check.flag("dry_run", dry_run)
+        before = check.timestamp("before", before)
+        batch_size = check.integer("batch_size", batch_size, minimum=1, maximum=MAX_BATCH)
+        dry_run = check.flag("dry_run", dry_run)
         check.callback("progress", progress)
         where = _filter(project_id, None, None, before)
         if dry_run:
@@ -907,8 +907,8 @@ class StateStore:
             CursorExpiredError: the cursor is older than the retained log (prune_changes
                 removed changes after it) or beyond its end; resynchronise from the tables.
         """
-        check.integer("cursor", cursor, minimum=0)
-        check.integer("limit", limit, minimum=1, maximum=MAX_PAGE)
+        cursor = check.integer("cursor", cursor, minimum=0)
+        limit = check.integer("limit", limit, minimum=1, maximum=MAX_PAGE)
         owner = check.optional_identifier("project_id", project_id)
 
         last, pruned, found = self._db.read(lambda conn: changes.page(conn, cursor, limit, owner))
@@ -936,7 +936,7 @@ class StateStore:
         Raises:
             CursorExpiredError: the cursor is beyond the log's end.
         """
-        check.integer("cursor", cursor, minimum=0)
+        cursor = check.integer("cursor", cursor, minimum=0)
         wait = check.wait_seconds("timeout", timeout)
         gather = check.wait_seconds("linger", linger, maximum=MAX_LINGER)
 
@@ -965,10 +965,10 @@ class StateStore:
         if (before is None) == (keep is None):
             raise ValidationError("prune_changes needs one of before= or keep=")
         if before is not None:
-            check.timestamp("before", before)
+            before = check.timestamp("before", before)
         if keep is not None:
-            check.integer("keep", keep, minimum=0)
-        check.integer("batch_size", batch_size, minimum=1, maximum=MAX_BATCH)
+            keep = check.integer("keep", keep, minimum=0)
+        batch_size = check.integer("batch_size", batch_size, minimum=1, maximum=MAX_BATCH)
         # The end is fixed first: changes written during the prune are not chased.
         target = self._db.read(lambda conn: _prune_target(conn, before, keep))
         total = 0

@@ -101,7 +101,7 @@ def copy_store(
             back and nothing was written.
         ValidationError: source and target are the same database, or batch_size is invalid.
     """
-    check.integer("batch_size", batch_size, minimum=1, maximum=MAX_BATCH)
+    batch_size = check.integer("batch_size", batch_size, minimum=1, maximum=MAX_BATCH)
     check.callback("progress", progress)
     with ExitStack() as stack:
         src = source if isinstance(source, StateStore) else stack.enter_context(StateStore(source))

@@ -119,7 +119,7 @@ def import_runs(
 
 
 def _chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
-    check.integer("batch_size", size, minimum=1)
+    size = check.integer("batch_size", size, minimum=1)
     iterator = iter(items)
     while part := list(itertools.islice(iterator, size)):
         yield part

@@ -23,15 +23,18 @@ Visit = tuple[str, PipelineState, int]
 """(project id, state, milliseconds spent in it)."""
 
 _H = stage_histogram.c
+# A cell is dropped only once it holds nothing (no visit, no time): dropping one with time
+# left over would take that time from the project's figures and not from the totals.
 _DROP_EMPTY = delete(stage_histogram).where(
     _H.project_id == bindparam("project_id"),
     _H.state == bindparam("state"),
     _H.bucket == bindparam("bucket"),
     _H.visits == 0,
+    _H.sum_ms == 0,
 )
 _T = stage_totals.c
 _DROP_EMPTY_TOTALS = delete(stage_totals).where(
-    _T.state == bindparam("state"), _T.bucket == bindparam("bucket"), _T.visits == 0
+    _T.state == bindparam("state"), _T.bucket == bindparam("bucket"), _T.visits == 0, _T.sum_ms == 0
 )
 _KEPT = select(_T.state, _T.bucket, _T.visits, _T.sum_ms)
 _KEPT_OF_PROJECT = select(_H.state, _H.bucket, _H.visits, _H.sum_ms).where(
@@ -75,7 +78,9 @@ def bump(conn: Connection, visits: Iterable[Visit], *, sign: int) -> None:
 
 def add_totals(conn: Connection, cells: Iterable[dict[str, Any]]) -> None:
     """Add stage_histogram cells (their visits and sum_ms, negative to take away) to the
-    totals over projects, dropping the totals this emptied."""
+    totals over projects, dropping the totals this emptied. So each total stays the sum of its
+    cells, whatever they hold: a total can be emptied by an addition too (a cell below zero,
+    which a run counted differently at archive and at prune leaves)."""
     totals: dict[tuple[str, int], list[int]] = defaultdict(lambda: [0, 0])
     for cell in cells:
         total = totals[cell["state"], cell["bucket"]]
@@ -88,9 +93,7 @@ def add_totals(conn: Connection, cells: Iterable[dict[str, Any]]) -> None:
     if not params:
         return
     conn.execute(_bump(conn.dialect.name, stage_totals), params)
-    emptied = [{"state": s, "bucket": b} for (s, b), (n, _) in sorted(totals.items()) if n < 0]
-    if emptied:
-        conn.execute(_DROP_EMPTY_TOTALS, emptied)
+    conn.execute(_DROP_EMPTY_TOTALS, [{"state": p["state"], "bucket": p["bucket"]} for p in params])
 
 
 def visits_of_runs(conn: Connection, records: Sequence[PipelineHistory]) -> list[Visit]:

@@ -29,7 +29,7 @@ def upgrade() -> None:
         """
         INSERT INTO stage_totals (state, bucket, visits, sum_ms)
         SELECT state, bucket, sum(visits), sum(sum_ms) FROM stage_histogram
-        GROUP BY state, bucket HAVING sum(visits) <> 0
+        GROUP BY state, bucket HAVING sum(visits) <> 0 OR sum(sum_ms) <> 0
         """
     )
 
