@@ -8,9 +8,9 @@ without its reads, on its own tickets, for --seconds after a common start. Write
 all the writes over the time from that start to the last writer's end. A run is made with no
 reader, then one with --readers reader processes, each following the log from cursor 0 with
 wait_for_changes(cursor, timeout=0.25) -> changes_since(cursor) from before the writers start
-until it has read the final log (--linger, default 0.05 s: each wait goes on for that long
-once a newer change is seen, so a reader reads at most 20 pages a second, as a dashboard
-redrawing at most 20 times a second would; --linger 0 reads after every commit it sees); each
+until it has read the final log (--linger, default 0.1 s: each wait goes on for that long
+once a newer change is seen, so a reader reads at most 10 pages a second, as a dashboard
+redrawing at most 10 times a second would; --linger 0 reads after every commit it sees); each
 fresh database. With --rounds above 1 the two runs
 alternate which goes first and the medians are kept.
 
@@ -19,7 +19,7 @@ the writers are done) exactly once and in order; no miss, no repeat. The goal: t
 take less than 10% off the writers' throughput.
 
     .venv/bin/python bench/change_followers.py [--engines sqlite,postgresql] [--readers 10]
-        [--writers 4] [--seconds 20] [--rounds 1] [--linger 0.05] [--quick]
+        [--writers 4] [--seconds 20] [--rounds 1] [--linger 0.1] [--quick]
 """
 
 from __future__ import annotations
@@ -266,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--writers", type=int, default=4, help="writer processes (default 4)")
     parser.add_argument("--seconds", type=float, default=20.0, help="seconds the writers write (default 20)")
     parser.add_argument("--rounds", type=int, default=1, help="pairs of runs; the medians are kept")
-    parser.add_argument("--linger", type=float, default=0.05, help="the readers' linger (default 0.05 s)")
+    parser.add_argument("--linger", type=float, default=0.1, help="the readers' linger (default 0.1 s)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 5 s, 1 round")
     parser.add_argument("--no-wait", action="store_true", help="do not wait for an idle machine")
     args = parser.parse_args(argv)
