@@ -8,9 +8,9 @@ without its reads, on its own tickets, for --seconds after a common start. Write
 all the writes over the time from that start to the last writer's end. A run is made with no
 reader, then one with --readers reader processes, each following the log from cursor 0 with
 wait_for_changes(cursor, timeout=0.25) -> changes_since(cursor) from before the writers start
-until it has read the final log (--linger, default 0.1 s: each wait goes on for that long
-once a newer change is seen, so a reader reads at most 10 pages a second, as a dashboard
-redrawing at most 10 times a second would; --linger 0 reads after every commit it sees); each
+until it has read the final log (--linger, default 0.1 s: each wait lets that long pass
+before it looks, so a reader reads at most 10 pages a second, as a dashboard redrawing at
+most 10 times a second would; --linger 0 reads after every commit it sees); each
 fresh database. With --rounds above 1 the two runs
 alternate which goes first and the medians are kept.
 

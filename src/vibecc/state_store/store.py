@@ -927,11 +927,11 @@ class StateStore:
         notification alone. Returns False early when the store is being closed.
 
         Args:
-            linger: seconds (0 to 60) to go on waiting once a newer change is seen, so that
-                what commits meanwhile comes in the same page: a follower that reads after
-                each True reads at most 1/linger pages a second however busy the writers are
-                (a dashboard's many followers then cost the writers little), and sees a
-                change at most `linger` later.
+            linger: seconds (0 to 60) to let pass before looking, so that what commits
+                meanwhile comes in one page: a follower that reads after each call reads at
+                most 1/linger pages a second however busy the writers are (a dashboard's many
+                followers then cost the writers little), and sees a change at most `linger`
+                late; a change committed once the linger has passed wakes it at once.
 
         Raises:
             CursorExpiredError: the cursor is beyond the log's end.
@@ -943,13 +943,13 @@ class StateStore:
         def head(conn: Connection) -> int:
             return changes.head(conn)[0]
 
+        self._db.pause(gather)
+        if self._db.closed:
+            return False
         last = self._db.read(head)
         if cursor > last:
             _check_cursor(cursor, last, 0)
-        if not self._db.wait(head, cursor, wait, changes.CHANNEL, last=last):
-            return False
-        self._db.pause(gather)
-        return True
+        return self._db.wait(head, cursor, wait, changes.CHANNEL, last=last)
 
     def prune_changes(
         self, *, before: datetime | None = None, keep: int | None = None, batch_size: int = 10_000
