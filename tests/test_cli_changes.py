@@ -208,10 +208,11 @@ def test_ctrl_c_while_a_batch_is_printed_waits_for_it_and_its_cursor(
         batch(self, found)
 
     monkeypatch.setattr(cli_changes._Output, "batch", interrupted_batch)
+    before = signal.getsignal(signal.SIGINT)  # the default, or ignored in a background job
     result = run(store_url, "changes", "--json")
     one_line_error(result, 130, "interrupted after 2 change(s); resume with --since 2")
     assert len(result.stdout.splitlines()) == 2
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGINT) is before
 
 
 def test_ctrl_c_in_the_wait_lets_the_store_call_finish_first(
@@ -230,13 +231,14 @@ def test_ctrl_c_in_the_wait_lets_the_store_call_finish_first(
         return finished[-1]
 
     monkeypatch.setattr(StateStore, "wait_for_changes", signalled_wait)
+    before = signal.getsignal(signal.SIGINT)  # the default, or ignored in a background job
     result = run(store_url, "changes", "--follow")
     one_line_error(result, 130, "interrupted after 1 change(s); resume with --since 1")
     assert finished == [False]
     watched = run(store_url, "pipelines", "list", "--watch")
     one_line_error(watched, 130, "interrupted; stopped watching")
     assert finished == [False, False]
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGINT) is before
 
 
 def test_follow_wakes_for_a_commit_of_another_thread_and_stops_at_the_limit(store_url: str) -> None:
