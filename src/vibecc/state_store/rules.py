@@ -2,7 +2,8 @@
 
 Each record has one table of its fields' rules (PROJECT_FIELDS, PIPELINE_FIELDS,
 HISTORY_FIELDS), used by the calls that create and update it and by the checks of records
-handed back in; text limits are the lengths of the models' columns.
+handed back in; text limits are the lengths of the models' columns. The checks of plain values
+they are built from live in values.py and are named here too (check.integer, check.text, ...).
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import itertools
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -20,6 +20,15 @@ from sqlalchemy import Column
 from .errors import ValidationError
 from .models import pipelines, projects
 from .records import Pipeline, PipelineHistory, PipelineState, Transition
+from .values import MAX_INT as MAX_INT
+from .values import callback as callback
+from .values import describe as _describe
+from .values import flag as flag
+from .values import integer as integer
+from .values import seconds as seconds
+from .values import text as text
+from .values import timestamp as timestamp
+from .values import wait_seconds as wait_seconds
 
 
 def _length(column: Column[Any]) -> int:
@@ -35,9 +44,7 @@ MAX_TICKET_ID = _length(pipelines.c.ticket_id)
 MAX_TICKET_TITLE = _length(pipelines.c.ticket_title)
 MAX_URL = _length(pipelines.c.pr_url)
 MAX_TEXT_BYTES = 1024 * 1024
-MAX_URL = 2048
 MAX_RETRIES_LIMIT = 1000
-MAX_INT = 2**63 - 1
 MAX_INT32 = 2**31 - 1
 """The largest value of an Integer column (version) on PostgreSQL."""
 MAX_RETRY_COUNT = 1_000_000
@@ -50,79 +57,6 @@ _OWNER = re.compile(r"[A-Za-z0-9](?:-?[A-Za-z0-9]){0,38}")
 _REPO_NAME = re.compile(r"[A-Za-z0-9._-]{1,100}")
 # What `git check-ref-format` forbids anywhere in a ref: control characters, space, ~ ^ : ? * [ \
 _BRANCH_BAD_CHARS = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]")
-
-
-def _describe(value: object) -> str:
-    """The value as a message may show it: its repr, cut short; never the caller's own code
-    running wild (a __repr__ that raises) nor an int too long to print."""
-    plain = _plain_number(value)
-    if isinstance(plain, int) and plain.bit_length() > 200:
-        return f"an int of {plain.bit_length():,} bits"
-    try:
-        text = repr(value if plain is None else plain)
-    except Exception:
-        return f"a {type(value).__name__} that cannot be shown"
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _plain_number(value: object) -> int | float | None:
-    """The builtin int or float a number holds, read by int's and float's own methods (a
-    subclass's comparisons and conversions are the caller's code and may say anything);
-    None for anything else, bools included."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return int.__int__(value)
-    if isinstance(value, float):
-        return float.__float__(value)
-    return None
-
-
-def text(
-    field: str,
-    value: Any,
-    *,
-    max_chars: int | None = None,
-    max_bytes: int | None = None,
-    allow_empty: bool = False,
-    allow_blank: bool = False,
-) -> str:
-    """A str that PostgreSQL and SQLite both store exactly: no NUL, no lone surrogate."""
-    if not isinstance(value, str):
-        raise ValidationError(f"{field} must be a str, got {type(value).__name__} {_describe(value)}")
-    plain: str = str.__str__(value)  # a subclass's own methods are the caller's code: use str's
-    if not plain and not allow_empty:
-        raise ValidationError(f"{field} must not be empty")
-    if plain and not allow_blank and not plain.strip():
-        raise ValidationError(f"{field} must not be blank, got {_describe(plain)}")
-    if "\x00" in plain:
-        raise ValidationError(f"{field} must not contain a NUL character")
-    try:
-        encoded = plain.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise ValidationError(f"{field} is not valid Unicode text (lone surrogate at {exc.start})") from None
-    if max_chars is not None and len(plain) > max_chars:
-        raise ValidationError(f"{field} must be at most {max_chars} characters, got {len(plain)}")
-    if max_bytes is not None and len(encoded) > max_bytes:
-        raise ValidationError(f"{field} must be at most {max_bytes} bytes of UTF-8, got {len(encoded)}")
-    return plain
-
-
-def integer(field: str, value: Any, *, minimum: int, maximum: int = MAX_INT) -> int:
-    """An int (never a bool) within [minimum, maximum]."""
-    plain = _plain_number(value)
-    if not isinstance(plain, int):
-        raise ValidationError(f"{field} must be an int, got {type(value).__name__} {_describe(value)}")
-    if not minimum <= plain <= maximum:
-        raise ValidationError(f"{field} must be between {minimum} and {maximum}, got {_describe(plain)}")
-    return plain
-
-
-def flag(field: str, value: Any) -> bool:
-    """A bool: True or False, never a value that merely tests true or false."""
-    if not isinstance(value, bool):
-        raise ValidationError(f"{field} must be True or False, got {type(value).__name__} {_describe(value)}")
-    return value
 
 
 def retry_count(field: str, value: Any) -> int:
@@ -203,12 +137,6 @@ def stored_ticket_id(field: str, value: Any) -> str:
     return ticket_id(value)
 
 
-def callback(field: str, value: Any) -> None:
-    """None or something callable (a progress callback)."""
-    if value is not None and not callable(value):
-        raise ValidationError(f"{field} must be callable or None, got {type(value).__name__}")
-
-
 def long_text(field: str, value: Any) -> str:
     """ticket_body or feedback: any text up to 1 MiB, empty allowed."""
     return text(field, value, max_bytes=MAX_TEXT_BYTES, allow_empty=True, allow_blank=True)
@@ -242,22 +170,6 @@ def state(field: str, value: Any) -> PipelineState:
     raise ValidationError(f"{field} must be a PipelineState or one of {allowed}; got {_describe(value)}")
 
 
-def timestamp(field: str, value: Any) -> datetime:
-    """A timezone-aware datetime, as UTC (naive ones are refused: their zone is unknown)."""
-    if not isinstance(value, datetime):
-        raise ValidationError(f"{field} must be a timezone-aware datetime, got {_describe(value)}")
-    try:
-        aware = value.utcoffset() is not None
-        converted = value.astimezone(UTC) if aware else None
-    except OverflowError:
-        raise ValidationError(f"{field} is out of range once converted to UTC: {_describe(value)}") from None
-    except Exception:  # a tzinfo of the caller's whose utcoffset() misbehaves
-        raise ValidationError(f"{field} has a time zone that gives no valid UTC offset") from None
-    if converted is None:
-        raise ValidationError(f"{field} must be a timezone-aware datetime, got {_describe(value)}")
-    return converted
-
-
 def identifier(field: str, value: Any) -> str:
     """An id as handed out by the store: a non-empty str no longer than the id columns (36), so
     every engine can compare and store it; unknown ids are NotFound, not invalid."""
@@ -277,34 +189,6 @@ def identifiers(field: str, value: Any, *, maximum: int) -> list[str]:
 def optional_identifier(field: str, value: Any) -> str | None:
     """None (no filter) or an id, as identifier() checks it."""
     return None if value is None else identifier(field, value)
-
-
-def seconds(field: str, value: Any) -> float:
-    """A number of seconds in (0, 86400] (a timeout)."""
-    found = _float_seconds(value)
-    if found is None or not 0 < found <= 86400:
-        raise ValidationError(f"{field} must be a number of seconds in (0, 86400], got {_describe(value)}")
-    return found
-
-
-def wait_seconds(field: str, value: Any, *, maximum: int = 86400) -> float:
-    """A number of seconds to wait, in [0, maximum]."""
-    found = _float_seconds(value)
-    if found is None or not 0 <= found <= maximum:
-        wanted = f"a number of seconds in [0, {maximum}]"
-        raise ValidationError(f"{field} must be {wanted}, got {_describe(value)}")
-    return found
-
-
-def _float_seconds(value: object) -> float | None:
-    """An int or float as a builtin float; None for anything else or an int too large for one."""
-    plain = _plain_number(value)
-    if plain is None:
-        return None
-    try:
-        return float(plain)
-    except OverflowError:
-        return None
 
 
 def retries_limit(field: str, value: Any) -> int:
