@@ -16,10 +16,13 @@ from typing import Any, TypeVar
 
 import psycopg
 import sqlalchemy.exc
+from sqlalchemy import event
 
-from vibecc.state_store import StorageError
+from vibecc.state_store import StateStore, StorageError
 
 T = TypeVar("T")
+Statement = tuple[str, Any]
+"""SQL in the driver's parameter style, and its parameters."""
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "out"
@@ -249,3 +252,23 @@ def _code_version() -> str:
 def print_machine() -> None:
     for key, value in machine().items():
         print(f"# {key}: {value}")
+
+
+# -- the store's SQL -----------------------------------------------------------------------
+
+
+def statements_sent(store: StateStore, call: Callable[[], object]) -> list[Statement]:
+    """Every statement the store sends to the driver during `call`, as SQLAlchemy's
+    before_cursor_execute event hands it over: SQL and driver parameters."""
+    sent: list[Statement] = []
+
+    def record(conn: Any, cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        sent.append((statement, parameters))
+
+    engine = store.database.engine
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        call()
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    return sent

@@ -28,9 +28,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sqlalchemy import Connection, event
+from sqlalchemy import Connection
 
-from bench.common import OUT, print_machine, remove_sqlite
+from bench.common import OUT, print_machine, remove_sqlite, statements_sent
 from vibecc.state_store import PipelineState, StateStore
 from vibecc.state_store.db.dialects import BEGIN
 
@@ -65,19 +65,7 @@ def per_call(fn: Callable[[int], Any], calls: int) -> float:
 
 def captured(store: StateStore, call: Callable[[], object]) -> Statements:
     """The statements (SQL, parameters) the store sends for `call`, BEGIN left out."""
-    sent: Statements = []
-
-    def seen(conn: Any, cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
-        if not statement.startswith("BEGIN"):
-            sent.append((statement, parameters))
-
-    engine = store.database.engine
-    event.listen(engine, "before_cursor_execute", seen)
-    try:
-        call()
-    finally:
-        event.remove(engine, "before_cursor_execute", seen)
-    return sent
+    return [sent for sent in statements_sent(store, call) if not sent[0].startswith("BEGIN")]
 
 
 def main() -> None:

@@ -8,32 +8,16 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import event
-
+from bench.common import Statement, statements_sent
 from bench.direct import DirectPostgres, DirectSQLite
 from vibecc.state_store import HistoryCursor, PipelineState, StateStore
 from vibecc.state_store.queries import history
 
-Statement = tuple[str, Any]
-"""SQL in the driver's parameter style, and its parameters."""
-
 
 def captured(store: StateStore, call: Callable[[], Any]) -> Statement | None:
-    """The last SELECT the store sends to the driver during `call` (None if none), as
-    SQLAlchemy's before_cursor_execute event hands it over: SQL and driver parameters."""
-    seen: list[Statement] = []
-
-    def record(conn: Any, cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
-        if statement.lstrip().upper().startswith("SELECT"):
-            seen.append((statement, parameters))
-
-    engine = store.database.engine
-    event.listen(engine, "before_cursor_execute", record)
-    try:
-        call()
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
-    return seen[-1] if seen else None
+    """The last SELECT the store sends to the driver during `call` (None if none)."""
+    selects = [sent for sent in statements_sent(store, call) if sent[0].lstrip().upper().startswith("SELECT")]
+    return selects[-1] if selects else None
 
 
 def explain(
