@@ -271,19 +271,6 @@ def test_a_lingering_wait_returns_what_commits_meanwhile_in_one_page(
     assert [c.op for c in store.changes_since(head).changes] == ["created"]
 
 
-def test_close_ends_a_linger(store_url: str) -> None:
-    store = StateStore(store_url)
-    store.create_project("P", "acme/p")
-    result: list[object] = []
-    waiter = threading.Thread(target=lambda: result.append(store.wait_for_changes(0, timeout=0, linger=60)))
-    waiter.start()
-    time.sleep(0.2)
-    store.close()
-    waiter.join(30)
-    assert not waiter.is_alive(), "the linger outlived close()"
-    assert result == [False]
-
-
 def test_wait_wakes_for_a_commit_made_by_another_thread(store: StateStore, project: Project) -> None:
     head = store.change_cursor()
     writer = threading.Timer(0.2, lambda: store.create_pipeline(project.id, 1, "t", "b"))
@@ -319,10 +306,12 @@ with StateStore(sys.argv[1]) as store:
 """
 
 
-def test_close_ends_a_wait_in_another_thread(store_url: str) -> None:
+@pytest.mark.parametrize("waiting", [{"timeout": 600}, {"timeout": 0, "linger": 60}], ids=["wait", "linger"])
+def test_close_ends_a_wait_in_another_thread(store_url: str, waiting: dict[str, float]) -> None:
+    """close() cuts short a wait for a commit and a linger alike."""
     store = StateStore(store_url)
     result: list[object] = []
-    waiter = threading.Thread(target=lambda: result.append(store.wait_for_changes(0, timeout=600)))
+    waiter = threading.Thread(target=lambda: result.append(store.wait_for_changes(0, **waiting)))
     waiter.start()
     time.sleep(0.2)
     store.close()
