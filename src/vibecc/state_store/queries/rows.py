@@ -167,11 +167,3 @@ def stored_int(field: str, value: Any) -> int:
     if type(value) is not int:
         raise StorageError(f"a stored {field} is not an int: {str(value)[:40]!r}")
     return value
-
-
-def stored_ints(what: str, values: Sequence[Any]) -> list[int]:
-    """Ints read back together (a row's counts); a hand-edited or damaged row may hold anything."""
-    for value in values:
-        if type(value) is not int:
-            raise StorageError(f"a stored {what} holds a value that is not an int: {str(value)[:40]!r}")
-    return list(values)

@@ -142,10 +142,10 @@ def kept(conn: Connection, project_id: str | None) -> dict[PipelineState, StageS
     """Stage statistics from the kept histogram: a read of at most states x buckets rows."""
     statement = _KEPT if project_id is None else _KEPT_OF_PROJECT
     by_stored: dict[str, list[tuple[int, int, int]]] = defaultdict(list)
-    for stored, *numbers in conn.execute(statement, {"project_id": project_id}).all():
-        index, visits, total_ms = rows.stored_ints("stage histogram cell", numbers)
-        if visits > 0:
-            by_stored[stored].append((index, visits, total_ms))
+    for stored, index, visits, total_ms in conn.execute(statement, {"project_id": project_id}).all():
+        if rows.stored_int("stage histogram visits", visits) > 0:
+            bucket = rows.stored_int("stage histogram bucket", index)
+            by_stored[stored].append((bucket, visits, rows.stored_int("stage histogram sum_ms", total_ms)))
     cells = {rows.state(stored): found for stored, found in by_stored.items()}
     return {state: _from_histogram(state, sorted(cells.get(state, []))) for state in PipelineState}
 
