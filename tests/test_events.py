@@ -8,13 +8,15 @@ really reached the database, so the events are checked against it: nothing runs 
 from __future__ import annotations
 
 import logging
+import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import psycopg
 import pytest
-from sqlalchemy import Engine, event
+from sqlalchemy import Connection, Engine, event, update
 
 from vibecc.state_store import (
     CLEAR,
@@ -25,6 +27,8 @@ from vibecc.state_store import (
     StateStore,
     copy_store,
 )
+from vibecc.state_store.models import projects
+from vibecc.state_store.queries import changes as store_queries
 
 
 class Seen:
@@ -205,3 +209,43 @@ def test_copy_runs_through_the_engine_events_on_both_sides(store: StateStore) ->
         copy_store(store, target)
     assert any(s.startswith("INSERT INTO projects") for s in seen.before)
     assert seen.commits == 1
+
+
+def _in_transaction(conn: Connection) -> bool:
+    """Whether the driver connection under `conn` is inside a transaction right now."""
+    raw = conn.connection.driver_connection
+    if isinstance(raw, sqlite3.Connection):
+        return raw.in_transaction
+    assert isinstance(raw, psycopg.Connection)
+    return raw.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
+
+
+def test_a_read_opens_no_transaction_and_the_writes_after_it_on_its_connection_do(
+    store: StateStore,
+) -> None:
+    """A read that needs no snapshot is one statement per transaction anyway: it runs without
+    BEGIN and COMMIT (PostgreSQL: autocommit, one round trip). The connection goes back to the
+    pool in its usual mode, so a write on it later is one transaction, and a snapshot read
+    one too."""
+    project = store.create_project("Events", "acme/events")
+    db = store.database
+
+    def read(conn: Connection) -> tuple[int, bool]:
+        store_queries.head(conn)
+        return id(conn.connection.driver_connection), _in_transaction(conn)
+
+    def written(conn: Connection) -> tuple[int, bool]:
+        conn.execute(update(projects).where(projects.c.id == project.id).values(name="Events"))
+        return id(conn.connection.driver_connection), _in_transaction(conn)
+
+    read_on: set[int] = set()
+    both = 0
+    for _ in range(3 * db.dialect.options.pool_size):
+        raw, open_transaction = db.read(read)
+        assert not open_transaction
+        read_on.add(raw)
+        raw, open_transaction = db.write(written)
+        assert open_transaction
+        both += raw in read_on
+        assert db.read(lambda conn: (store_queries.head(conn), _in_transaction(conn))[1], snapshot=True)
+    assert both, "no write ran on a connection a read had used"

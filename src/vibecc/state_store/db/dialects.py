@@ -309,7 +309,12 @@ class PostgresDialect(Dialect):
     drops_connections = True
 
     def transaction_options(self, *, write: bool, snapshot: bool) -> dict[str, Any]:
-        return {"isolation_level": "REPEATABLE READ"} if snapshot else {}
+        if snapshot:
+            return {"isolation_level": "REPEATABLE READ"}
+        # A read whose statements may each see their own commits is a statement per
+        # transaction anyway: in autocommit it costs one round trip each, not a BEGIN and a
+        # COMMIT more (SQLAlchemy's documented DBAPI autocommit, set at checkout, reset at return).
+        return {} if write else {"isolation_level": "AUTOCOMMIT"}
 
     def idle_options(self) -> dict[str, Any]:
         # Outside a transaction: a session inside one gets its notifications only at its end.
