@@ -6,13 +6,13 @@ Each writer process runs tickets through the writes of bench/orchestrator_mix.py
 ticket of four a CI retry TESTING -> CODING -> TESTING, -> REVIEW -> MERGED; archive_pipeline),
 without its reads, on its own tickets, for --seconds after a common start. Writer throughput is
 all the writes over the time from that start to the last writer's end. A run is made with no
-reader, then one with --readers reader processes, each following the log from cursor 0 with
-wait_for_changes(cursor, timeout=0.25) -> changes_since(cursor) from before the writers start
-until it has read the final log (--linger, default 0.1 s: each wait lets that long pass
-before it looks, so a reader reads at most 10 pages a second, as a dashboard redrawing at
-most 10 times a second would; --linger 0 reads after every commit it sees); each
-fresh database. With --rounds above 1 the two runs
-alternate which goes first and the medians are kept.
+reader, then one with --readers reader processes, each following the log from cursor 0, from
+before the writers start, with changes_since(cursor, wait=0.25, linger=...) (it reads the next
+page at once when something after the cursor is committed and waits for a commit otherwise),
+until it has read the final log (--linger, default 0.1 s: each call lets that long pass before
+it looks, so a reader reads at most 10 pages a second, as a dashboard redrawing at most 10
+times a second would; --linger 0 reads after every commit it sees); each on a fresh database.
+With --rounds above 1 the two runs alternate which goes first and the medians are kept.
 
 The check: every reader saw the seq of each change of the final log (changes_since from 0 once
 the writers are done) exactly once and in order; no miss, no repeat. The goal: the readers
@@ -112,11 +112,10 @@ def reader(location: str, linger: float, ready: Any, stop: Any, final: Any, resu
             cursor, pages = 0, 0
             seqs: list[int] = []
             while not (stop.is_set() and cursor >= final.value):
-                if not store.wait_for_changes(cursor, timeout=READER_TIMEOUT, linger=linger):
-                    continue
-                page = store.changes_since(cursor)
-                seqs.extend(change.seq for change in page.changes)
-                cursor, pages = page.next_cursor, pages + 1
+                page = store.changes_since(cursor, wait=READER_TIMEOUT, linger=linger)
+                if page.changes:
+                    seqs.extend(change.seq for change in page.changes)
+                    cursor, pages = page.next_cursor, pages + 1
             results.put((seqs, pages, time.process_time() - cpu))
     except Exception as exc:
         ready.abort()

@@ -199,12 +199,13 @@ class Harness:
         if copying:
             # Each run copies into an empty store (one that a refused copy left empty is reused).
             arguments["target"] = call.arguments["target"] = self.world.empty_target()
-        if call.target.name == "StateStore.wait_for_changes":
+        if call.target.name in ("StateStore.wait_for_changes", "StateStore.changes_since"):
             # A timeout the call accepts is not hostile, and waiting it out (up to a day, when
             # a generated cursor is the log's last change) would test nothing: cut it short.
-            timeout = arguments.get("timeout")
-            if conforms(timeout, float, argument=True) and 0.05 < timeout <= 86_400:  # type: ignore[operator]
-                arguments["timeout"] = 0.05
+            for name in ("timeout", "wait"):
+                timeout = arguments.get(name)
+                if conforms(timeout, float, argument=True) and 0.05 < timeout <= 86_400:  # type: ignore[operator]
+                    arguments[name] = 0.05
             linger = arguments.get("linger")  # the same for a linger the call accepts
             if conforms(linger, float, argument=True) and 0.05 < linger <= 60:  # type: ignore[operator]
                 arguments["linger"] = 0.05

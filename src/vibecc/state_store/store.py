@@ -894,7 +894,13 @@ class StateStore:
     # -- change log ------------------------------------------------------------------------
 
     def changes_since(
-        self, cursor: int = 0, *, limit: int = 1000, project_id: str | None = None
+        self,
+        cursor: int = 0,
+        *,
+        limit: int = 1000,
+        project_id: str | None = None,
+        wait: float = 0.0,
+        linger: float = 0.0,
     ) -> ChangePage:
         """The changes committed after `cursor`, oldest first: at most `limit` (1 to 10,000),
         only those of one project when `project_id` is given.
@@ -903,6 +909,13 @@ class StateStore:
         way never returns a change twice and never skips one, whatever writers do meanwhile.
         Start from 0, or from the next_cursor of a first call made after loading the tables.
 
+        Args:
+            wait: seconds (0 to 86,400) to wait, when nothing was committed after `cursor`,
+                for a change to be (as wait_for_changes waits), then read the page; an empty
+                page at the end of it, or when the store is closed before or meanwhile. A
+                follower calling only this reads the log once per page.
+            linger: seconds (0 to 60) to let pass before reading, as in wait_for_changes.
+
         Raises:
             CursorExpiredError: the cursor is older than the retained log (prune_changes
                 removed changes after it) or beyond its end; resynchronise from the tables.
@@ -910,11 +923,23 @@ class StateStore:
         cursor = check.integer("cursor", cursor, minimum=0)
         limit = check.integer("limit", limit, minimum=1, maximum=MAX_PAGE)
         owner = check.optional_identifier("project_id", project_id)
+        wait = check.wait_seconds("wait", wait)
+        gather = check.wait_seconds("linger", linger, maximum=MAX_LINGER)
 
-        last, pruned, found = self._db.read(lambda conn: changes.page(conn, cursor, limit, owner))
-        _check_cursor(cursor, last, pruned)
-        # A short page has read everything up to `last` (in the same snapshot), matching or not.
-        return ChangePage(tuple(found), found[-1].seq if len(found) == limit else last)
+        def read() -> tuple[ChangePage, int]:
+            last, pruned, found = self._db.read(lambda conn: changes.page(conn, cursor, limit, owner))
+            _check_cursor(cursor, last, pruned)
+            # A short page has read everything up to `last` (in the same snapshot), matching
+            # or not.
+            return ChangePage(tuple(found), found[-1].seq if len(found) == limit else last), last
+
+        self._db.pause(gather)
+        if self._db.closed and (gather or wait):
+            return ChangePage((), cursor)  # as a wait that close() ends: nothing more comes
+        page, last = read()
+        if wait and last == cursor and self._db.wait(_head, cursor, wait, changes.CHANNEL, last=last):
+            page, _ = read()
+        return page
 
     def wait_for_changes(self, cursor: int, *, timeout: float, linger: float = 0.0) -> bool:
         """Return True as soon as a change after `cursor` is committed (at once if one is),
@@ -939,17 +964,13 @@ class StateStore:
         cursor = check.integer("cursor", cursor, minimum=0)
         wait = check.wait_seconds("timeout", timeout)
         gather = check.wait_seconds("linger", linger, maximum=MAX_LINGER)
-
-        def head(conn: Connection) -> int:
-            return changes.head(conn)[0]
-
         self._db.pause(gather)
         if self._db.closed:
             return False
-        last = self._db.read(head)
+        last = self._db.read(_head)
         if cursor > last:
             _check_cursor(cursor, last, 0)
-        return self._db.wait(head, cursor, wait, changes.CHANNEL, last=last)
+        return self._db.wait(_head, cursor, wait, changes.CHANNEL, last=last)
 
     def prune_changes(
         self, *, before: datetime | None = None, keep: int | None = None, batch_size: int = 10_000
@@ -981,6 +1002,11 @@ class StateStore:
         the tables, then reads on with changes_since from it: nothing committed after the
         load began is missed (a change made during the load may be seen both ways)."""
         return self._db.read(lambda conn: changes.head(conn)[0])
+
+
+def _head(conn: Connection) -> int:
+    """The change log's last number."""
+    return changes.head(conn)[0]
 
 
 def _check_cursor(cursor: int, last: int, pruned: int) -> None:
