@@ -103,7 +103,10 @@ class Direct:
         raise NotImplementedError
 
     def begin_read(self) -> None:
-        raise NotImplementedError
+        pass
+
+    def end_read(self) -> None:
+        pass
 
     def close(self) -> None:
         self.conn.close()
@@ -126,13 +129,15 @@ class Direct:
 
     @contextmanager
     def read(self) -> Iterator[Any]:
+        """A one-statement read, as the store runs one: outside a transaction (SQLite: no
+        BEGIN; PostgreSQL: autocommit, one round trip)."""
         self.begin_read()
         cur = self.conn.cursor()
         try:
             yield cur
         finally:
             cur.close()
-            self.conn.commit()
+            self.end_read()
 
     def marks(self, n: int) -> str:
         return ", ".join([self.mark] * n)
@@ -402,12 +407,10 @@ class DirectSQLite(Direct):
     def begin_write(self) -> None:
         self.conn.execute("BEGIN IMMEDIATE")
 
-    def begin_read(self) -> None:
-        self.conn.execute("BEGIN")
-
 
 class DirectPostgres(Direct):
-    """psycopg 3, autocommit off: the driver opens the transaction, each call commits it."""
+    """psycopg 3, autocommit off: the driver opens a write's transaction, the call commits it;
+    reads run in autocommit."""
 
     mark = "%s"
 
@@ -420,4 +423,7 @@ class DirectPostgres(Direct):
         pass
 
     def begin_read(self) -> None:
-        pass
+        self.conn.autocommit = True
+
+    def end_read(self) -> None:
+        self.conn.autocommit = False
