@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -17,6 +18,7 @@ from vibecc.state_store import (
     StateStore,
     ValidationError,
 )
+from vibecc.state_store.queries import changes as store_changes
 
 
 def reads_of_the_log(store: StateStore, monkeypatch: pytest.MonkeyPatch) -> list[str]:
@@ -165,3 +167,87 @@ def test_bad_waits_and_lingers_are_refused(
 ) -> None:
     with pytest.raises(ValidationError, match=message):
         store.changes_since(0, **arguments)
+
+
+def test_a_head_read_before_another_waiters_cannot_hide_a_commit_from_its_reader(
+    store: StateStore, project: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Follower A reads an empty page and is held before it waits; a change commits and
+    follower B, from the newer cursor, starts watching (until the store closes). A's head, read
+    first, must not replace B's newer one: A gets the change instead of sleeping through its
+    wait (on SQLite the watcher looks again only when another connection commits)."""
+    head = store.change_cursor()
+    a_read, release_a, b_watching = threading.Event(), threading.Event(), threading.Event()
+    page = store_changes.page
+
+    def held_page(conn: Any, cursor: int, limit: int, project_id: str | None) -> Any:
+        found = page(conn, cursor, limit, project_id)
+        if threading.current_thread().name == "A":
+            a_read.set()
+            release_a.wait(30)
+        return found
+
+    watch = store.database.dialect.wait_for_commit
+
+    def watching(conn: Any, ready: Callable[[], bool], *args: Any) -> bool:
+        def looked() -> bool:
+            passed = ready()  # B's look has published the newer head
+            if threading.current_thread().name == "B":
+                b_watching.set()
+            return passed
+
+        return watch(conn, looked, *args)
+
+    monkeypatch.setattr(store_changes, "page", held_page)
+    monkeypatch.setattr(store.database.dialect, "wait_for_commit", watching)
+    result: dict[str, ChangePage] = {}
+    a = threading.Thread(name="A", target=lambda: result.setdefault("A", store.changes_since(head, wait=5)))
+    a.start()
+    try:
+        assert a_read.wait(30)
+        store.create_pipeline(project.id, 1, "t", "b")
+        b = threading.Thread(
+            name="B",
+            target=lambda: result.setdefault("B", store.changes_since(head + 1, wait=600)),
+            daemon=True,
+        )
+        b.start()
+        assert b_watching.wait(30), "B never started watching"
+    finally:
+        release_a.set()
+        a.join(60)
+    assert [c.seq for c in result["A"].changes] == [head + 1]
+
+
+def test_close_during_the_look_of_a_memory_stores_wait_ends_it_with_an_empty_page(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """ ":memory:" waits by reading the head every 10 ms; a close() landing on such a read
+    ends the wait like any other close, without an error."""
+    store = StateStore(":memory:")
+    head = store.change_cursor()
+    read = store.database.read
+    reads: list[int] = []
+
+    def closing_at_the_second(work: Any, **options: Any) -> Any:
+        reads.append(1)
+        if len(reads) == 2:  # the first look of the wait, after the page
+            store.close()
+        return read(work, **options)
+
+    monkeypatch.setattr(store.database, "read", closing_at_the_second)
+    assert store.changes_since(head, wait=600) == ChangePage((), head)
+    assert len(reads) == 2
+
+
+def test_a_wait_whose_first_look_close_refuses_returns_false(
+    store: StateStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    read = store.database.read
+
+    def closing(work: Any, **options: Any) -> Any:
+        store.close()
+        return read(work, **options)
+
+    monkeypatch.setattr(store.database, "read", closing)
+    assert store.wait_for_changes(0, timeout=600) is False

@@ -30,6 +30,7 @@ from .errors import (
     ProjectHasActivePipelinesError,
     ProjectNotFoundError,
     StaleVersionError,
+    StorageError,
     ValidationError,
 )
 from .queries import changes, history, pipelines, projects, rows, stages, stats, transitions
@@ -912,8 +913,8 @@ class StateStore:
         Args:
             wait: seconds (0 to 86,400) to wait, when nothing was committed after `cursor`,
                 for a change to be (as wait_for_changes waits), then read the page; an empty
-                page at the end of it, or when the store is closed before or meanwhile. A
-                follower calling only this reads the log once per page.
+                page at the end of it, or when the store is closed during the linger or the
+                wait. A follower calling only this reads the log once per page.
             linger: seconds (0 to 60) to let pass before reading, as in wait_for_changes.
 
         Raises:
@@ -934,11 +935,14 @@ class StateStore:
             return ChangePage(tuple(found), found[-1].seq if len(found) == limit else last), last
 
         self._db.pause(gather)
-        if self._db.closed and (gather or wait):
-            return ChangePage((), cursor)  # as a wait that close() ends: nothing more comes
-        page, last = read()
-        if wait and last == cursor and self._db.wait(_head, cursor, wait, changes.CHANNEL, last=last):
-            page, _ = read()
+        try:
+            page, last = read()
+            if wait and last == cursor and self._db.wait(_head, cursor, wait, changes.CHANNEL, last=last):
+                page, _ = read()
+        except StorageError:
+            if (gather or wait) and self._db.closed:
+                return ChangePage((), cursor)  # as a wait that close() ends: nothing more comes
+            raise
         return page
 
     def wait_for_changes(self, cursor: int, *, timeout: float, linger: float = 0.0) -> bool:
@@ -965,9 +969,12 @@ class StateStore:
         wait = check.wait_seconds("timeout", timeout)
         gather = check.wait_seconds("linger", linger, maximum=MAX_LINGER)
         self._db.pause(gather)
-        if self._db.closed:
-            return False
-        last = self._db.read(_head)
+        try:
+            last = self._db.read(_head)
+        except StorageError:
+            if self._db.closed:  # closed before or while it looked: the wait is over
+                return False
+            raise
         if cursor > last:
             _check_cursor(cursor, last, 0)
         return self._db.wait(_head, cursor, wait, changes.CHANNEL, last=last)

@@ -12,6 +12,7 @@ ran, so nothing can have been committed), the call runs once more on a fresh con
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -102,36 +103,46 @@ class Database:
         """Wait until `head` (a read of the change log's last number) passes `cursor`, or
         `timeout` seconds pass (False; also when the store is being closed).
 
-        `last` is the head the caller has just read; the head is read again each time the
-        engine tells of a commit by another connection (SQLite: PRAGMA data_version;
+        `last` is the head read by this thread's latest call; the head is read again each
+        time the engine tells of a commit by another connection (SQLite: PRAGMA data_version;
         PostgreSQL: a notification on `channel`) and at least every few hundred ms. One
         connection watches for all the threads of this store that wait (db/watch.py), outside
         any transaction, so waiters never take the pool from writers and hold back no cleanup
-        or checkpoint.
+        or checkpoint. Heads are published with the time their read began, so a read that
+        began earlier never replaces a later one's head (db/watch.py).
         """
         deadline = time.monotonic() + timeout
-        if self._watch.publish(last) > cursor:
+        self._watch.publish(last, self._local.__dict__.get("began", -math.inf))
+        if last > cursor:
             return True
-        if self.dialect.shared_connection:
-            # ":memory:" is one connection for every thread: holding it would keep writers out.
-            while True:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or self._closed:
-                    return False
-                time.sleep(min(remaining, WAIT_POLL))
-                if self._closed:
-                    return False
-                if self._watch.publish(self.read(head)) > cursor:
-                    return True
+        try:
+            if self.dialect.shared_connection:
+                # ":memory:" is one connection for every thread: holding it would keep writers out.
+                while True:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0 or self._closed:
+                        return False
+                    time.sleep(min(remaining, WAIT_POLL))
+                    if self._closed:
+                        return False
+                    if self._watch.publish(self.read(head), self._local.began) > cursor:
+                        return True
 
-        def watch(until: float) -> bool:
-            def watching(conn: Connection) -> bool:
-                passed = lambda: self._watch.publish(head(conn)) > cursor  # noqa: E731
-                return self.dialect.wait_for_commit(conn, passed, until, lambda: self._closed, channel)
+            def watch(until: float) -> bool:
+                def watching(conn: Connection) -> bool:
+                    def passed() -> bool:
+                        began = time.monotonic()
+                        return self._watch.publish(head(conn), began) > cursor
 
-            return self._call(watching, kind="idle")
+                    return self.dialect.wait_for_commit(conn, passed, until, lambda: self._closed, channel)
 
-        return self._watch.wait_past(cursor, deadline, lambda: self._closed, watch)
+                return self._call(watching, kind="idle")
+
+            return self._watch.wait_past(cursor, deadline, lambda: self._closed, watch)
+        except StorageError:
+            if self._closed:  # a look close() refused or interrupted: the wait is over
+                return False
+            raise
 
     def pause(self, seconds: float) -> None:
         """Sleep `seconds`, or less when the store is closed meanwhile."""
@@ -157,6 +168,7 @@ class Database:
     ) -> T:
         write = kind == "write"
         outer: list[bool] = self._local.__dict__.setdefault("calls", [])
+        self._local.began = time.monotonic()  # when this thread's latest call began (wait())
         if outer and (self.dialect.shared_connection or (write and any(outer))):
             # A callback (copy_store's progress) calling back into the store runs while this
             # thread's call is open: on the one shared connection of ":memory:" it would run

@@ -10,6 +10,7 @@ takes over.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -25,17 +26,22 @@ class CommitWatch:
     def __init__(self) -> None:
         self._changed = threading.Condition()
         self._head = -1
+        self._began = -math.inf  # when the read of _head began (time.monotonic())
         self._watching = False
 
-    def publish(self, head: int) -> int:
-        """Record a head just read (waking every waiter it passes); returns it. The newest
-        read wins, even when lower: a log that was started again (its table replaced under
-        an open store) must not keep answering from the old one's head."""
+    def publish(self, head: int, began: float) -> int:
+        """Record a head read by a read that began at `began` (time.monotonic()), waking every
+        waiter it passes; returns the head now known. A read that began before the one whose
+        head is known is stale and changes nothing: it may have missed a commit the known one
+        saw. Otherwise the newer read wins, even when lower: a log that was started again
+        (its table replaced under an open store) must not keep answering from the old one's
+        head."""
         with self._changed:
-            if head > self._head:
-                self._changed.notify_all()
-            self._head = head
-        return head
+            if began >= self._began:
+                if head > self._head:
+                    self._changed.notify_all()
+                self._head, self._began = head, began
+            return self._head
 
     def wait_past(
         self,
