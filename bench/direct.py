@@ -391,7 +391,7 @@ class Direct:
 
 class DirectSQLite(Direct):
     """stdlib sqlite3 with the store's pragmas: WAL, synchronous=FULL, foreign keys, busy timeout;
-    BEGIN IMMEDIATE for writes, BEGIN for reads."""
+    BEGIN IMMEDIATE for writes; reads without BEGIN, as the store's one-statement reads."""
 
     def __init__(self, path: str | Path, busy_timeout: float = 10.0) -> None:
         conn = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None, check_same_thread=False)
