@@ -13,6 +13,7 @@ import json
 import math
 import os
 import sqlite3
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -59,6 +60,37 @@ def until(
         if time.monotonic() > deadline:
             pytest.fail(f"gave up waiting for {what}")
         time.sleep(interval)
+
+
+def ended_by_close(store: StateStore, call: Callable[[], object]) -> list[object]:
+    """What `call`, a wait started on another thread, returned once the store was closed
+    0.2 s later (empty if it raised); fails the test if the wait outlives close()."""
+    result: list[object] = []
+    waiter = threading.Thread(target=lambda: result.append(call()))
+    waiter.start()
+    time.sleep(0.2)
+    store.close()
+    waiter.join(30)
+    if waiter.is_alive():
+        pytest.fail("the wait outlived close()")
+    return result
+
+
+def write_during_pauses(store: StateStore, project_id: str, monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """From now on each pause of `store` (a linger) first creates a pipeline of `project_id`,
+    so a write commits during the linger; returns the list of the pauses' seconds as they
+    come (0 for a call without a linger, which writes nothing)."""
+    pauses: list[float] = []
+    pause = store.database.pause
+
+    def write_meanwhile(seconds: float) -> None:
+        pauses.append(seconds)
+        if seconds:
+            store.create_pipeline(project_id, len(pauses), "t", "b")
+        pause(seconds)
+
+    monkeypatch.setattr(store.database, "pause", write_meanwhile)
+    return pauses
 
 
 class Snapshot(NamedTuple):

@@ -7,7 +7,8 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from functools import partial
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -19,6 +20,11 @@ from vibecc.state_store import (
     ValidationError,
 )
 from vibecc.state_store.queries import changes as store_changes
+
+if TYPE_CHECKING:
+    from tests import helpers
+else:
+    import helpers
 
 
 def reads_of_the_log(store: StateStore, monkeypatch: pytest.MonkeyPatch) -> list[str]:
@@ -87,16 +93,7 @@ def test_a_linger_passes_before_the_read(
 ) -> None:
     """What commits during the linger is in the page; without one nothing pauses."""
     head = store.change_cursor()
-    pauses: list[float] = []
-    pause = store.database.pause
-
-    def write_meanwhile(seconds: float) -> None:
-        pauses.append(seconds)
-        if seconds:
-            store.create_pipeline(project.id, len(pauses), "t", "b")
-        pause(seconds)
-
-    monkeypatch.setattr(store.database, "pause", write_meanwhile)
+    pauses = helpers.write_during_pauses(store, project.id, monkeypatch)
     assert store.changes_since(head).changes == ()
     assert [c.op for c in store.changes_since(head, linger=0.01).changes] == ["created"]
     assert pauses == [0.0, 0.01]
@@ -106,16 +103,8 @@ def test_a_linger_passes_before_the_read(
 def test_close_ends_a_waiting_read_with_an_empty_page(store_url: str, wait: float, linger: float) -> None:
     store = StateStore(store_url)
     head = store.change_cursor()
-    result: list[object] = []
-    reader = threading.Thread(
-        target=lambda: result.append(store.changes_since(head, wait=wait, linger=linger))
-    )
-    reader.start()
-    time.sleep(0.2)
-    store.close()
-    reader.join(30)
-    assert not reader.is_alive(), "the read outlived close()"
-    assert result == [ChangePage((), head)]
+    read = partial(store.changes_since, head, wait=wait, linger=linger)
+    assert helpers.ended_by_close(store, read) == [ChangePage((), head)]
 
 
 def test_a_follower_reads_every_change_once_in_order_while_a_writer_runs(

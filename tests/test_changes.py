@@ -255,16 +255,7 @@ def test_a_lingering_wait_returns_what_commits_meanwhile_in_one_page(
     """The linger passes before the wait looks: a write made during it is seen by that look
     and is in the page the follower reads next; without a linger nothing pauses."""
     head = store.change_cursor()
-    pauses: list[float] = []
-    pause = store.database.pause
-
-    def write_meanwhile(seconds: float) -> None:
-        pauses.append(seconds)
-        if seconds:
-            store.create_pipeline(project.id, len(pauses), "t", "b")
-        pause(seconds)
-
-    monkeypatch.setattr(store.database, "pause", write_meanwhile)
+    pauses = helpers.write_during_pauses(store, project.id, monkeypatch)
     assert store.wait_for_changes(head, timeout=0) is False
     assert store.wait_for_changes(head, timeout=0, linger=0.01) is True
     assert pauses == [0.0, 0.01]
@@ -310,14 +301,7 @@ with StateStore(sys.argv[1]) as store:
 def test_close_ends_a_wait_in_another_thread(store_url: str, waiting: dict[str, float]) -> None:
     """close() cuts short a wait for a commit and a linger alike."""
     store = StateStore(store_url)
-    result: list[object] = []
-    waiter = threading.Thread(target=lambda: result.append(store.wait_for_changes(0, **waiting)))
-    waiter.start()
-    time.sleep(0.2)
-    store.close()
-    waiter.join(30)
-    assert not waiter.is_alive(), "the wait outlived close()"
-    assert result == [False]
+    assert helpers.ended_by_close(store, lambda: store.wait_for_changes(0, **waiting)) == [False]
 
 
 def test_concurrent_writers_and_a_following_reader_agree_on_one_gapless_order(store_url: str) -> None:
@@ -431,10 +415,4 @@ def test_a_copy_starts_the_targets_log_again_and_expires_its_cursors(
 
 def test_closing_a_memory_store_ends_its_waits_with_false() -> None:
     store = StateStore(":memory:")
-    result: list[object] = []
-    waiter = threading.Thread(target=lambda: result.append(store.wait_for_changes(0, timeout=600)))
-    waiter.start()
-    time.sleep(0.2)
-    store.close()
-    waiter.join(30)
-    assert result == [False]
+    assert helpers.ended_by_close(store, lambda: store.wait_for_changes(0, timeout=600)) == [False]
